@@ -1,0 +1,91 @@
+# The one entry point. CI runs `make test`; a developer runs the same targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+GEN := gen
+PROTO_FILES := $(shell find protos/catalytic -name '*.proto' | sort)
+BUF := node_modules/.bin/buf
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
+
+# ---------------------------------------------------------------- installation
+.PHONY: system-deps
+system-deps: ## install missing Debian packages (postgresql, redis-server); needs root or sudo
+	@bash scripts/install-system-deps.sh
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install --quiet --upgrade pip
+	@$(BIN)/pip install --quiet -e '.[dev]'
+	@# the source tree and the generated code (outside it) are importable from anywhere
+	@printf '%s\n' "$(CURDIR)" "$(CURDIR)/$(GEN)/python" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/catalytic_paths.pth"
+	@touch $@
+
+.PHONY: venv
+venv: $(VENV)/.installed ## create .venv and install the project with its dev tools
+
+$(BUF): package.json
+	@npm install --silent --no-audit --no-fund
+	@touch $@
+
+# ---------------------------------------------------------------- code generation
+$(GEN)/.stamp: $(PROTO_FILES) $(VENV)/.installed
+	@rm -rf $(GEN) && mkdir -p $(GEN)/python $(GEN)/descriptors
+	@$(PY) -m grpc_tools.protoc -Iprotos \
+	  --plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy \
+	  --plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc \
+	  --python_out=$(GEN)/python --grpc_python_out=$(GEN)/python \
+	  --mypy_out=$(GEN)/python --mypy_grpc_out=$(GEN)/python \
+	  --descriptor_set_out=$(GEN)/descriptors/catalytic.pb --include_imports --include_source_info \
+	  $(PROTO_FILES)
+	@touch $@
+	@echo "generated Python stubs, .pyi and the Envoy descriptor set under $(GEN)/"
+
+.PHONY: protos
+protos: $(GEN)/.stamp ## generate Python stubs, .pyi and the Envoy descriptor set into gen/
+
+# ---------------------------------------------------------------- running
+.PHONY: up
+up: system-deps protos ## start PostgreSQL, Redis, the three services and Envoy on localhost (Ctrl-C stops all)
+	@$(PY) -m devstack up
+
+.PHONY: migrate
+migrate: protos ## apply database migrations to DATABASE_ADMIN_URL
+	@$(PY) -m services.common.migrate
+
+# ---------------------------------------------------------------- quality
+.PHONY: lint
+lint: protos $(BUF) ## ruff, mypy (strict on services/), buf lint and buf breaking against main
+	@$(BIN)/ruff check .
+	@$(BIN)/ruff format --check .
+	@$(BIN)/mypy services devstack gateway
+	@$(BUF) lint
+	@bash scripts/buf-breaking.sh
+
+.PHONY: format
+format: venv ## apply ruff's formatting and autofixes
+	@$(BIN)/ruff format .
+	@$(BIN)/ruff check --fix .
+
+.PHONY: test
+test: system-deps protos lint ## run every test (unit, integration, e2e) against real PostgreSQL, Redis and Envoy
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: test-unit
+test-unit: protos ## unit tests only (no servers)
+	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+.PHONY: clean
+clean: ## remove generated code and caches (keeps .run/ data)
+	@rm -rf $(GEN) .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: clean-data
+clean-data: ## remove the local stack's data under .run/
+	@rm -rf .run

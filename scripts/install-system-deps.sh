@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian/Ubuntu packages the local stack needs, only when they are missing.
+# PostgreSQL and Redis run as local processes under .run/ (see devstack/), never as system services.
+set -euo pipefail
+
+need=()
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1; }
+[[ -n "$(pg_bin)" && -x "$(pg_bin)/initdb" ]] || need+=(postgresql postgresql-contrib)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v npm >/dev/null 2>&1 || need+=(npm)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+
+if ((${#need[@]} == 0)); then
+  exit 0
+fi
+
+echo "installing system packages: ${need[*]}"
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then
+  command -v sudo >/dev/null 2>&1 || { echo "need root or sudo to install: ${need[*]}" >&2; exit 1; }
+  SUDO="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# Debian starts packaged services on install; the stack runs its own instances instead.
+if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
+  $SUDO systemctl disable --now redis-server postgresql >/dev/null 2>&1 || true
+fi
