@@ -1,0 +1,70 @@
+"""Builds the auth service: store, keys, domain, servicer, interceptors, server."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import grpc
+from catalytic.auth.v1 import auth_service_pb2_grpc as pb_grpc
+
+from services.auth.accounts import Accounts
+from services.auth.config import AuthConfig
+from services.auth.keys import KeyRing
+from services.auth.servicer import AuthServicer
+from services.auth.store import PostgresAuthStore
+from services.auth.tokens import TokenIssuer
+from services.common.access_tokens import AccessTokenVerifier
+from services.common.db import Database, open_pool
+from services.common.interceptors.auth import AuthInterceptor
+from services.common.server import RunningService, build_server
+
+SERVICE_NAME = "catalytic.auth.v1.AuthService"
+PUBLIC_METHODS = frozenset(
+    f"/{SERVICE_NAME}/{method}" for method in ("Register", "Login", "Refresh", "GetJwks")
+)
+
+
+async def create_server(config: AuthConfig) -> RunningService:
+    """Starts the auth gRPC server (NOT_SERVING until the caller marks it ready)."""
+    resources = contextlib.AsyncExitStack()
+    try:
+        keys = KeyRing.load(config.keys_dir)
+        pool = await open_pool(
+            config.service.database_url,
+            min_size=config.service.db_pool_min,
+            max_size=config.service.db_pool_max,
+            name="auth",
+        )
+        resources.push_async_callback(pool.close)
+        accounts = Accounts(
+            PostgresAuthStore(Database(pool)),
+            TokenIssuer(
+                keys,
+                issuer=config.issuer,
+                audience=config.audience,
+                ttl_s=config.access_token_ttl_s,
+            ),
+            default_plan=config.default_plan,
+            refresh_ttl_s=config.refresh_token_ttl_s,
+        )
+
+        async def local_jwks() -> Sequence[dict[str, str]]:
+            return keys.jwks()
+
+        verifier = AccessTokenVerifier(local_jwks, issuer=config.issuer, audience=config.audience)
+        servicer = AuthServicer(accounts, keys)
+
+        def register(server: grpc.aio.Server) -> None:
+            pb_grpc.add_AuthServiceServicer_to_server(servicer, server)
+
+        return await build_server(
+            config.service,
+            service_names=[SERVICE_NAME],
+            register=register,
+            resources=resources,
+            auth_interceptor=AuthInterceptor(verifier, public_methods=PUBLIC_METHODS),
+        )
+    except BaseException:
+        await resources.aclose()
+        raise

@@ -1,0 +1,84 @@
+"""AuthService gRPC servicer: proto in, domain call, proto out."""
+
+from __future__ import annotations
+
+import grpc
+from catalytic.auth.v1 import auth_service_pb2 as pb
+from catalytic.auth.v1 import auth_service_pb2_grpc as pb_grpc
+
+from services.auth.accounts import Accounts, TenantRecord, UserRecord
+from services.auth.keys import KeyRing
+from services.common.context import current_principal
+from services.common.errors import Unimplemented
+from services.common.timestamps import to_timestamp
+
+Context = grpc.aio.ServicerContext[object, object]
+NOT_YET = "not available in this release"
+TOKEN_TYPE = "Bearer"  # noqa: S105 - the OAuth token_type, not a secret
+
+
+def user_message(user: UserRecord) -> pb.User:
+    return pb.User(
+        id=user.id,
+        email=user.email,
+        tenant_id=user.tenant_id,
+        role=user.role,
+        created_at=to_timestamp(user.created_at),
+    )
+
+
+def tenant_message(tenant: TenantRecord) -> pb.Tenant:
+    return pb.Tenant(id=tenant.id, name=tenant.name, plan=tenant.plan)
+
+
+class AuthServicer(pb_grpc.AuthServiceServicer):
+    """Thin adapter over Accounts and the key ring."""
+
+    def __init__(self, accounts: Accounts, keys: KeyRing) -> None:
+        self._accounts = accounts
+        self._keys = keys
+
+    async def Register(self, request: pb.RegisterRequest, context: Context) -> pb.RegisterResponse:
+        user, tenant = await self._accounts.register(
+            request.email, request.password, request.tenant_name
+        )
+        return pb.RegisterResponse(user=user_message(user), tenant=tenant_message(tenant))
+
+    async def Login(self, request: pb.LoginRequest, context: Context) -> pb.LoginResponse:
+        pair = await self._accounts.login(request.email, request.password)
+        return pb.LoginResponse(
+            access_token=pair.access_token,
+            refresh_token=pair.refresh_token,
+            token_type=TOKEN_TYPE,
+            expires_in=pair.expires_in,
+        )
+
+    async def GetCurrentUser(
+        self, request: pb.GetCurrentUserRequest, context: Context
+    ) -> pb.GetCurrentUserResponse:
+        user = await self._accounts.current_user(current_principal())
+        return pb.GetCurrentUserResponse(user=user_message(user))
+
+    async def GetJwks(self, request: pb.GetJwksRequest, context: Context) -> pb.GetJwksResponse:
+        return pb.GetJwksResponse(keys=[pb.Jwk(**key) for key in self._keys.jwks()])
+
+    async def Refresh(self, request: pb.RefreshRequest, context: Context) -> pb.RefreshResponse:
+        raise Unimplemented(f"Refresh is {NOT_YET}")
+
+    async def Logout(self, request: pb.LogoutRequest, context: Context) -> pb.LogoutResponse:
+        raise Unimplemented(f"Logout is {NOT_YET}")
+
+    async def CreateApiKey(
+        self, request: pb.CreateApiKeyRequest, context: Context
+    ) -> pb.CreateApiKeyResponse:
+        raise Unimplemented(f"CreateApiKey is {NOT_YET}")
+
+    async def ListApiKeys(
+        self, request: pb.ListApiKeysRequest, context: Context
+    ) -> pb.ListApiKeysResponse:
+        raise Unimplemented(f"ListApiKeys is {NOT_YET}")
+
+    async def DeleteApiKey(
+        self, request: pb.DeleteApiKeyRequest, context: Context
+    ) -> pb.DeleteApiKeyResponse:
+        raise Unimplemented(f"DeleteApiKey is {NOT_YET}")

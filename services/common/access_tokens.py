@@ -1,0 +1,107 @@
+"""Local verification of access tokens against the auth service's published keys (JWKS)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from jose import jwt
+from jose.exceptions import JOSEError
+
+from services.common.context import Principal
+from services.common.errors import Unauthenticated, Unavailable
+
+# Asymmetric algorithms only: never "none", never HS* (a public key must not verify as a secret).
+ALLOWED_ALGORITHMS = ("ES256",)
+ACCESS_TOKEN_TYPE = "access"  # noqa: S105 - the `typ` claim, not a secret
+REQUIRED_CLAIMS = ("iss", "aud", "sub", "tenant_id", "role", "jti", "iat", "nbf", "exp", "typ")
+
+_JOSE_REQUIRED = ("aud", "iat", "exp", "nbf", "iss", "sub", "jti")
+
+JwksFetcher = Callable[[], Awaitable[Sequence[dict[str, str]]]]
+
+
+class AccessTokenVerifier:
+    """Verifies signature, algorithm, issuer, audience, times and type; caches keys by kid.
+
+    An unknown `kid` triggers one re-fetch (rate-limited), so rotated keys are picked up
+    without a restart and a flood of forged kids cannot hammer the auth service.
+    """
+
+    def __init__(
+        self,
+        fetch_jwks: JwksFetcher,
+        *,
+        issuer: str,
+        audience: str,
+        leeway_s: int = 5,
+        min_refetch_interval_s: float = 5.0,
+    ) -> None:
+        self._fetch = fetch_jwks
+        self._issuer = issuer
+        self._audience = audience
+        self._leeway_s = leeway_s
+        self._min_refetch_interval_s = min_refetch_interval_s
+        self._keys: dict[str, dict[str, str]] = {}
+        self._fetched_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def verify(self, token: str) -> Principal:
+        """The caller the token names; Unauthenticated for anything short of a valid token."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except JOSEError as exc:
+            raise Unauthenticated("malformed access token") from exc
+        if header.get("alg") not in ALLOWED_ALGORITHMS:
+            raise Unauthenticated("access token algorithm not accepted")
+        key = await self._key(str(header.get("kid", "")))
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=list(ALLOWED_ALGORITHMS),
+                audience=self._audience,
+                issuer=self._issuer,
+                options={
+                    "leeway": self._leeway_s,
+                    **{f"require_{c}": True for c in _JOSE_REQUIRED},
+                },
+            )
+        except JOSEError as exc:
+            raise Unauthenticated("access token is invalid or expired") from exc
+        missing = [name for name in REQUIRED_CLAIMS if name not in claims]
+        if missing:
+            raise Unauthenticated(f"access token lacks claims: {', '.join(missing)}")
+        if claims["typ"] != ACCESS_TOKEN_TYPE:
+            raise Unauthenticated("not an access token")
+        return Principal(
+            user_id=str(claims["sub"]),
+            tenant_id=str(claims["tenant_id"]),
+            role=str(claims["role"]),
+            auth_method="jwt",
+            token_id=str(claims["jti"]),
+            expires_at=float(claims["exp"]),
+        )
+
+    async def _key(self, kid: str) -> dict[str, str]:
+        if kid in self._keys:
+            return self._keys[kid]
+        async with self._lock:
+            if kid not in self._keys and self._may_refetch():
+                await self._refresh()
+        if kid not in self._keys:
+            raise Unauthenticated("access token signed by an unknown key")
+        return self._keys[kid]
+
+    def _may_refetch(self) -> bool:
+        return time.monotonic() - self._fetched_at >= self._min_refetch_interval_s
+
+    async def _refresh(self) -> None:
+        try:
+            keys = await self._fetch()
+        except Exception as exc:
+            raise Unavailable("cannot fetch token verification keys") from exc
+        self._fetched_at = time.monotonic()
+        self._keys = {key["kid"]: dict(key) for key in keys if key.get("kid")}
