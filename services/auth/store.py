@@ -7,7 +7,6 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg import AsyncConnection
 
 from services.auth.accounts import TenantRecord, UserRecord
 from services.common.db import Database
@@ -25,11 +24,6 @@ def _user(row: dict[str, Any]) -> UserRecord:
         created_at=row["created_at"],
         password_hash=row["password_hash"],
     )
-
-
-async def _set_lookup(conn: AsyncConnection[Any], name: str, value: str) -> None:
-    # Policies such as users_login_lookup admit exactly the row this key names.
-    await conn.execute("SELECT set_config(%s, %s, true)", (f"app.lookup_{name}", value))
 
 
 class PostgresAuthStore:
@@ -61,8 +55,8 @@ class PostgresAuthStore:
             raise AlreadyExists("an account with this e-mail already exists") from exc
 
     async def find_user_by_email(self, email: str) -> UserRecord | None:
-        async with self._db.transaction() as conn:
-            await _set_lookup(conn, "email", email)
+        # The users_login_lookup policy admits exactly the row with this e-mail.
+        async with self._db.lookup_transaction(email=email) as conn:
             cur = await conn.execute(
                 f"SELECT {_USER_COLUMNS} FROM users WHERE email = %s",  # noqa: S608
                 (email,),

@@ -1,0 +1,1 @@
+"""Catalytic Lattice Platform services: auth, lattice, webhook and their shared foundation."""

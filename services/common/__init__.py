@@ -1,0 +1,1 @@
+"""Shared foundation of every service: config, errors, server factory, interceptors, db, metrics."""

@@ -1,0 +1,40 @@
+"""The server interceptor chain every service uses, in its one correct order."""
+
+from __future__ import annotations
+
+import grpc
+
+from services.common.interceptors.base import RpcInterceptor
+from services.common.interceptors.errors import ErrorInterceptor
+from services.common.interceptors.logging import AccessLogInterceptor
+from services.common.interceptors.metrics import MetricsInterceptor
+from services.common.interceptors.request_context import RequestContextInterceptor
+
+__all__ = [
+    "AccessLogInterceptor",
+    "ErrorInterceptor",
+    "MetricsInterceptor",
+    "RequestContextInterceptor",
+    "RpcInterceptor",
+    "default_interceptors",
+]
+
+
+def default_interceptors(
+    service_name: str, *, auth: grpc.aio.ServerInterceptor | None = None
+) -> list[grpc.aio.ServerInterceptor]:
+    """The chain, outermost first: request context, access log, metrics, errors, then auth.
+
+    Auth sits inside the error interceptor so that the Unauthenticated/PermissionDenied it
+    raises go through the one status table like any other domain error, and inside logging and
+    metrics so that rejected calls are logged and counted with their real code.
+    """
+    chain: list[grpc.aio.ServerInterceptor] = [
+        RequestContextInterceptor(),
+        AccessLogInterceptor(),
+        MetricsInterceptor(service_name),
+        ErrorInterceptor(),
+    ]
+    if auth is not None:
+        chain.append(auth)
+    return chain
