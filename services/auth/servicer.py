@@ -53,11 +53,8 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             expires_in=pair.expires_in,
         )
 
-    async def GetCurrentUser(
-        self, request: pb.GetCurrentUserRequest, context: Context
-    ) -> pb.GetCurrentUserResponse:
-        user = await self._accounts.current_user(current_principal())
-        return pb.GetCurrentUserResponse(user=user_message(user))
+    async def GetCurrentUser(self, request: pb.GetCurrentUserRequest, context: Context) -> pb.User:
+        return user_message(await self._accounts.current_user(current_principal()))
 
     async def GetJwks(self, request: pb.GetJwksRequest, context: Context) -> pb.GetJwksResponse:
         return pb.GetJwksResponse(keys=[pb.Jwk(**key) for key in self._keys.jwks()])
