@@ -8,6 +8,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 GEN := gen
 PROTO_FILES := $(shell find protos/catalytic -name '*.proto' | sort)
+DESCRIPTOR_EXTRAS := protos/google/rpc/error_details.proto protos/google/rpc/status.proto
 BUF := node_modules/.bin/buf
 PYTEST_ARGS ?=
 
@@ -36,15 +37,18 @@ $(BUF): package.json
 	@touch $@
 
 # ---------------------------------------------------------------- code generation
-$(GEN)/.stamp: $(PROTO_FILES) $(VENV)/.installed
+$(GEN)/.stamp: $(PROTO_FILES) $(DESCRIPTOR_EXTRAS) $(VENV)/.installed
 	@rm -rf $(GEN) && mkdir -p $(GEN)/python $(GEN)/descriptors
 	@$(PY) -m grpc_tools.protoc -Iprotos \
 	  --plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy \
 	  --plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc \
 	  --python_out=$(GEN)/python --grpc_python_out=$(GEN)/python \
 	  --mypy_out=$(GEN)/python --mypy_grpc_out=$(GEN)/python \
-	  --descriptor_set_out=$(GEN)/descriptors/catalytic.pb --include_imports --include_source_info \
 	  $(PROTO_FILES)
+	@# Envoy needs google.rpc's detail types too, to print error details as JSON.
+	@$(PY) -m grpc_tools.protoc -Iprotos \
+	  --descriptor_set_out=$(GEN)/descriptors/catalytic.pb --include_imports --include_source_info \
+	  $(PROTO_FILES) $(DESCRIPTOR_EXTRAS)
 	@touch $@
 	@echo "generated Python stubs, .pyi and the Envoy descriptor set under $(GEN)/"
 
