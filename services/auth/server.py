@@ -15,9 +15,9 @@ from services.auth.servicer import AuthServicer
 from services.auth.store import PostgresAuthStore
 from services.auth.tokens import TokenIssuer
 from services.common.access_tokens import AccessTokenVerifier
-from services.common.db import Database, open_pool
 from services.common.interceptors.auth import AuthInterceptor
 from services.common.server import RunningService, build_server
+from services.common.wiring import open_database
 
 SERVICE_NAME = "catalytic.auth.v1.AuthService"
 PUBLIC_METHODS = frozenset(
@@ -30,15 +30,9 @@ async def create_server(config: AuthConfig) -> RunningService:
     resources = contextlib.AsyncExitStack()
     try:
         keys = KeyRing.load(config.keys_dir)
-        pool = await open_pool(
-            config.service.database_url,
-            min_size=config.service.db_pool_min,
-            max_size=config.service.db_pool_max,
-            name="auth",
-        )
-        resources.push_async_callback(pool.close)
+        database = await open_database(config.service, resources)
         accounts = Accounts(
-            PostgresAuthStore(Database(pool)),
+            PostgresAuthStore(database),
             TokenIssuer(
                 keys,
                 issuer=config.issuer,

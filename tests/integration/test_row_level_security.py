@@ -44,7 +44,8 @@ def test_app_role_cannot_bypass_rls_and_owns_nothing(admin: psycopg.Connection) 
     ).fetchone()
     assert row == (False, False)
     owned = admin.execute(
-        "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tableowner = 'catalytic_app'"
+        "SELECT count(*) FROM pg_tables"
+        " WHERE schemaname = 'public' AND tableowner = 'catalytic_app'"
     ).fetchone()
     assert owned == (0,)
 
@@ -68,9 +69,9 @@ def test_a_tenant_sees_only_its_own_rows(app: psycopg.Connection) -> None:
     assert hooks == [a]
     with app.transaction():
         app.execute("SELECT set_config('app.tenant_id', %s, true)", (b,))
-        assert app.execute("SELECT count(*) FROM webhooks WHERE tenant_id = %s", (a,)).fetchone() == (
-            0,
-        )
+        assert app.execute(
+            "SELECT count(*) FROM webhooks WHERE tenant_id = %s", (a,)
+        ).fetchone() == (0,)
 
 
 def test_without_tenant_context_nothing_is_visible(app: psycopg.Connection) -> None:
@@ -83,13 +84,14 @@ def test_without_tenant_context_nothing_is_visible(app: psycopg.Connection) -> N
 def test_writing_another_tenants_row_is_refused(app: psycopg.Connection) -> None:
     a = _tenant(app, "d")
     b = _tenant(app, "e")
-    with pytest.raises(psycopg.errors.InsufficientPrivilege), app.transaction():
+    with app.transaction():
         app.execute("SELECT set_config('app.tenant_id', %s, true)", (a,))
-        app.execute(
-            "INSERT INTO webhooks (id, tenant_id, url, event_types, secret)"
-            " VALUES (%s, %s, 'https://example.com/h', ARRAY['*'], 'whsec_x')",
-            (str(uuid.uuid4()), b),
-        )
+        with pytest.raises(psycopg.errors.InsufficientPrivilege), app.transaction():
+            app.execute(
+                "INSERT INTO webhooks (id, tenant_id, url, event_types, secret)"
+                " VALUES (%s, %s, 'https://example.com/h', ARRAY['*'], 'whsec_x')",
+                (str(uuid.uuid4()), b),
+            )
 
 
 def test_tenant_context_does_not_leak_past_the_transaction(app: psycopg.Connection) -> None:

@@ -1,0 +1,178 @@
+"""A private PostgreSQL server under the run directory: initdb once, start, stop."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import psycopg
+
+from devstack.binaries import postgres_bin_dir
+from devstack.procs import Child, ProcessError, log_tail, wait_until
+
+ADMIN_ROLE = "catalytic_admin"
+APP_ROLE = "catalytic_app"  # created by the migrations, not here
+DATABASE = "catalytic"
+# PostgreSQL refuses to run as root; as root we run it as this account (created when missing)
+# unless the Debian package's `postgres` account exists.
+FALLBACK_USER = "catalytic"
+
+
+def server_user() -> str | None:
+    """The account the server runs as: None when we are not root (run as ourselves)."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", FALLBACK_USER):
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            continue
+        return name
+    subprocess.run(
+        [
+            "useradd",
+            "--system",
+            "--user-group",
+            "--no-create-home",
+            "--home-dir",
+            "/nonexistent",
+            "--shell",
+            "/usr/sbin/nologin",
+            FALLBACK_USER,
+        ],
+        check=True,
+    )
+    return FALLBACK_USER
+
+
+class Postgres:
+    """PostgreSQL listening on 127.0.0.1:port with data in <run_dir>/postgres."""
+
+    def __init__(self, run_dir: Path, port: int, *, fast: bool = False) -> None:
+        self.run_dir = run_dir
+        self.port = port
+        self.fast = fast
+        self.data_dir = run_dir / "postgres"
+        self.socket_dir = run_dir / "sock"
+        self.log_path = run_dir / "logs" / "postgres.log"
+        self.child: Child | None = None
+
+    @property
+    def admin_url(self) -> str:
+        return f"postgresql://{ADMIN_ROLE}@127.0.0.1:{self.port}/{DATABASE}"
+
+    @property
+    def app_url(self) -> str:
+        return f"postgresql://{APP_ROLE}@127.0.0.1:{self.port}/{DATABASE}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        """initdb when there is no cluster yet, start the server, create the database."""
+        bindir = postgres_bin_dir()
+        user = server_user()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.socket_dir.mkdir(parents=True, exist_ok=True)
+        if user is not None:
+            shutil.chown(self.socket_dir, user, user)
+            self._check_reachable_by(user)
+        if not (self.data_dir / "PG_VERSION").is_file():
+            self._initdb(bindir, user)
+        argv = [
+            str(bindir / "postgres"),
+            "-D",
+            str(self.data_dir),
+            "-k",
+            str(self.socket_dir),
+            "-p",
+            str(self.port),
+            "-c",
+            "listen_addresses=127.0.0.1",
+        ]
+        if self.fast:
+            # Test clusters are thrown away: trade durability for speed.
+            for setting in ("fsync=off", "synchronous_commit=off", "full_page_writes=off"):
+                argv += ["-c", setting]
+        self.child = Child(
+            "postgres",
+            argv,
+            self.log_path,
+            user=user,
+            stop_signal=signal.SIGINT,  # fast shutdown
+        )
+        self.child.start()
+        wait_until(self._accepts, what="postgres", timeout=timeout, child=self.child)
+        self._create_database()
+
+    def stop(self) -> None:
+        if self.child is not None:
+            self.child.stop(grace=30.0)
+
+    def _accepts(self) -> bool:
+        dsn = f"postgresql://{ADMIN_ROLE}@127.0.0.1:{self.port}/postgres"
+        with psycopg.connect(dsn, connect_timeout=2):
+            return True
+
+    def _create_database(self) -> None:
+        dsn = f"postgresql://{ADMIN_ROLE}@127.0.0.1:{self.port}/postgres"
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)
+            ).fetchone()
+            if row is None:
+                conn.execute(f'CREATE DATABASE "{DATABASE}"')
+
+    def _initdb(self, bindir: Path, user: str | None) -> None:
+        # initdb into a scratch directory and rename it, so an interrupted initdb leaves nothing
+        # that looks like a cluster.
+        scratch = self.data_dir.with_name(self.data_dir.name + ".initdb")
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(mode=0o700, parents=True)
+        if user is not None:
+            shutil.chown(scratch, user, user)
+        argv = [
+            str(bindir / "initdb"),
+            "-D",
+            str(scratch),
+            "-U",
+            ADMIN_ROLE,
+            "--auth-local=trust",  # pg_hba: the unix socket and 127.0.0.1/::1 only
+            "--auth-host=trust",
+            "--encoding=UTF8",
+            "--locale=C.UTF-8",
+        ]
+        with open(self.log_path, "ab") as log:
+            result = subprocess.run(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                user=user,
+                check=False,
+                group=pwd.getpwnam(user).pw_gid if user else None,
+                extra_groups=[] if user else None,
+            )
+        if result.returncode != 0:
+            raise ProcessError(
+                f"initdb failed with status {result.returncode}; log {self.log_path}:\n"
+                f"{log_tail(self.log_path)}"
+            )
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        scratch.rename(self.data_dir)
+
+    def _check_reachable_by(self, user: str) -> None:
+        """Fail clearly when `user` cannot enter the run directory (e.g. under a 0700 parent)."""
+        result = subprocess.run(
+            ["test", "-x", str(self.run_dir)],
+            user=user,
+            check=False,
+            group=pwd.getpwnam(user).pw_gid,
+            extra_groups=[],
+        )
+        if result.returncode != 0:
+            raise ProcessError(
+                f"PostgreSQL runs as the unprivileged user {user!r}, which cannot enter "
+                f"{self.run_dir}; put the run directory where every parent is world-searchable "
+                "(chmod o+x)"
+            )

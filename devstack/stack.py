@@ -1,0 +1,283 @@
+"""The whole local stack as one object: PostgreSQL, Redis, migrations, services, Envoy."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from functools import partial
+from pathlib import Path
+from types import TracebackType
+
+from devstack.envoy import Envoy
+from devstack.ports import StackPorts
+from devstack.postgres import Postgres
+from devstack.procs import ProcessError, log_tail
+from devstack.redis import Redis
+from devstack.services import SERVICES, Services
+from gateway.render import DEFAULT_DESCRIPTOR, GatewayConfig
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Variables the stack decides for its children; the caller's environment never leaks into them.
+_OWNED_VARS = frozenset(
+    {
+        "BIND_HOST",
+        "RUN_DIR",
+        "DATABASE_URL",
+        "DATABASE_ADMIN_URL",
+        "REDIS_URL",
+        "GATEWAY_URL",
+        "GATEWAY_PORT",
+        "ENVOY_ADMIN_PORT",
+        "POSTGRES_PORT",
+        "REDIS_PORT",
+    }
+    | {
+        f"{name.upper()}_{suffix}"
+        for name in SERVICES
+        for suffix in ("PORT", "METRICS_PORT", "ADDR")
+    }
+)
+
+
+class StackError(RuntimeError):
+    """The stack could not start (the message says which part and shows its log)."""
+
+
+class Stack:
+    """Starts the real stack as child processes under `run_dir`; stops it in reverse order.
+
+    With database_url / redis_url left as None the stack runs its own PostgreSQL / Redis under
+    run_dir; otherwise it uses the given servers and starts none.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path | str | None = None,
+        ports: StackPorts | None = None,
+        *,
+        fast_postgres: bool = False,
+        database_url: str | None = None,
+        database_admin_url: str | None = None,
+        redis_url: str | None = None,
+        gateway_bind: str = "127.0.0.1",
+        descriptor: Path = DEFAULT_DESCRIPTOR,
+        extra_env: Mapping[str, str] | None = None,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.run_dir = Path(run_dir if run_dir is not None else REPO_ROOT / ".run").resolve()
+        self.ports = ports if ports is not None else StackPorts()
+        self._log = log
+        self.logs_dir = self.run_dir / "logs"
+
+        self.postgres: Postgres | None = None
+        if database_url is None:
+            self.postgres = Postgres(self.run_dir, self.ports.postgres, fast=fast_postgres)
+            database_url, database_admin_url = self.postgres.app_url, self.postgres.admin_url
+        self.database_url = database_url
+        # Migrations need the owner role; with only an app URL given we try it for both.
+        self.database_admin_url = database_admin_url or database_url
+
+        self.redis: Redis | None = None
+        if redis_url is None:
+            self.redis = Redis(self.run_dir, self.ports.redis)
+            redis_url = self.redis.url
+        self.redis_url = redis_url
+
+        self._env = self._service_env(extra_env or {})
+        self.services = Services(
+            self.run_dir,
+            self._env,
+            {name: self.addr(name) for name in SERVICES},
+            cwd=REPO_ROOT,
+        )
+        self.envoy = Envoy(
+            self.run_dir,
+            GatewayConfig(
+                gateway_port=self.ports.gateway,
+                admin_port=self.ports.envoy_admin,
+                gateway_bind=gateway_bind,
+                auth_addr=self.addr("auth"),
+                lattice_addr=self.addr("lattice"),
+                webhook_addr=self.addr("webhook"),
+                descriptor=descriptor,
+                access_log=str(self.logs_dir / "gateway-access.log"),
+            ),
+            base_id=self.ports.gateway,
+        )
+        self._started = False
+
+    @classmethod
+    def from_env(
+        cls,
+        env: Mapping[str, str] | None = None,
+        *,
+        fast_postgres: bool = False,
+        log: Callable[[str], None] = print,
+    ) -> Stack:
+        """The `make up` stack: ports, RUN_DIR, DATABASE_URL, DATABASE_ADMIN_URL, REDIS_URL,
+        GATEWAY_BIND and GATEWAY_DESCRIPTOR from the environment; servers are started only for
+        the URLs left unset."""
+        env = os.environ if env is None else env
+        return cls(
+            run_dir=env.get("RUN_DIR") or None,
+            ports=StackPorts.from_env(env),
+            fast_postgres=fast_postgres,
+            database_url=env.get("DATABASE_URL") or None,
+            database_admin_url=env.get("DATABASE_ADMIN_URL") or None,
+            redis_url=env.get("REDIS_URL") or None,
+            gateway_bind=env.get("GATEWAY_BIND") or "127.0.0.1",
+            descriptor=Path(env.get("GATEWAY_DESCRIPTOR") or DEFAULT_DESCRIPTOR),
+            log=log,
+        )
+
+    def ports_to_check(self) -> list[str]:
+        """The ports this stack will listen on (PostgreSQL/Redis only when it runs them)."""
+        skip = {"postgres"} if self.postgres is None else set()
+        skip |= {"redis"} if self.redis is None else set()
+        return [field for field, _ in self.ports.items() if field not in skip]
+
+    # ------------------------------------------------------------------ what clients need
+    @property
+    def gateway_url(self) -> str:
+        return self.envoy.url
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The services' environment plus GATEWAY_URL: what a client or a test needs."""
+        return {**self._env, "GATEWAY_URL": self.gateway_url}
+
+    def addr(self, service: str) -> str:
+        """host:port of a service's gRPC server."""
+        if service not in SERVICES:
+            raise KeyError(f"unknown service {service!r}; known: {', '.join(SERVICES)}")
+        port: int = getattr(self.ports, service)
+        return f"127.0.0.1:{port}"
+
+    def metrics_url(self, service: str) -> str:
+        port: int = getattr(self.ports, f"{service}_metrics")
+        return f"http://127.0.0.1:{port}/metrics"
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> Stack:
+        """Start everything in order; on failure stop what was started and raise StackError."""
+        if self._started:
+            return self
+        self._started = True
+        atexit.register(self.stop)
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            if self.postgres is not None:
+                self._timed("postgres", f"127.0.0.1:{self.ports.postgres}", self.postgres.start)
+            if self.redis is not None:
+                self._timed("redis", f"127.0.0.1:{self.ports.redis}", self.redis.start)
+            self._timed("migrations", "applied", self._migrate, verb="")
+            # auth first: the others fetch its signing keys.
+            self._timed("auth", self.addr("auth"), partial(self.start_service, "auth"))
+            for name in ("lattice", "webhook"):
+                self.services.start(name)
+            for name in ("lattice", "webhook"):
+                self._timed(name, self.addr(name), partial(self.services.wait_healthy, name))
+            self._timed("gateway", self.gateway_url, self.envoy.start)
+        except Exception as exc:
+            self.stop()
+            raise StackError(str(exc)) from exc
+        except BaseException:  # Ctrl-C while starting: leave nothing behind
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop everything in reverse order; safe to call twice and from atexit."""
+        if not self._started:
+            return
+        self._started = False
+        atexit.unregister(self.stop)
+        self.envoy.stop()
+        for name in reversed(SERVICES):
+            self.services.stop(name)
+        if self.redis is not None:
+            self.redis.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ one service
+    def kill_service(self, name: str) -> None:
+        """SIGKILL one service (a crash); the gateway then answers 503 for its routes."""
+        self.services.kill(name)
+
+    def stop_service(self, name: str) -> None:
+        """Graceful stop of one service (SIGTERM, then SIGKILL after the grace period)."""
+        self.services.stop(name)
+
+    def start_service(self, name: str, timeout: float = 60.0) -> None:
+        """(Re)start one service and wait until its health check says SERVING."""
+        self.services.start(name)
+        self.services.wait_healthy(name, timeout=timeout)
+
+    # ------------------------------------------------------------------ helpers
+    def _service_env(self, extra: Mapping[str, str]) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in _OWNED_VARS}
+        pythonpath = [str(REPO_ROOT), str(REPO_ROOT / "gen" / "python")]
+        if env.get("PYTHONPATH"):
+            pythonpath.append(env["PYTHONPATH"])
+        env.update(
+            {
+                "PYTHONPATH": os.pathsep.join(pythonpath),
+                "PYTHONUNBUFFERED": "1",
+                "BIND_HOST": "127.0.0.1",
+                "RUN_DIR": str(self.run_dir),
+                "DATABASE_URL": self.database_url,
+                "DATABASE_ADMIN_URL": self.database_admin_url,
+                "REDIS_URL": self.redis_url,
+            }
+        )
+        env.setdefault("WEBHOOK_ALLOW_CIDRS", "127.0.0.0/8")  # receivers on localhost work
+        for name in SERVICES:
+            upper = name.upper()
+            env[f"{upper}_PORT"] = str(getattr(self.ports, name))
+            env[f"{upper}_METRICS_PORT"] = str(getattr(self.ports, f"{name}_metrics"))
+            env[f"{upper}_ADDR"] = self.addr(name)
+        env.update(extra)
+        return env
+
+    def _migrate(self) -> None:
+        log_path = self.logs_dir / "migrate.log"
+        with open(log_path, "ab") as log:
+            result = subprocess.run(
+                [sys.executable, "-m", "services.common.migrate"],
+                env=self._env,
+                cwd=REPO_ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=300,
+                check=False,
+            )
+        if result.returncode != 0:
+            raise ProcessError(
+                f"migrations failed with status {result.returncode}; log {log_path}:\n"
+                f"{log_tail(log_path)}"
+            )
+
+    def _timed(
+        self, name: str, where: str, action: Callable[[], None], verb: str = "ready on "
+    ) -> None:
+        started = time.monotonic()
+        action()
+        self._log(f"{name:<10} {verb}{where} ({time.monotonic() - started:.1f} s)")

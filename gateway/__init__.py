@@ -1,0 +1,1 @@
+"""The public gateway: Envoy configuration rendered from one template."""

@@ -1,0 +1,151 @@
+"""Renders gateway/envoy.yaml.tmpl into an Envoy config: `python -m gateway.render --out PATH`."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import string
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+TEMPLATE = Path(__file__).with_name("envoy.yaml.tmpl")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DESCRIPTOR = REPO_ROOT / "gen" / "descriptors" / "catalytic.pb"
+UPSTREAMS = ("auth", "lattice", "webhook")
+_DEFAULT_PORTS = {"auth": 50051, "lattice": 50052, "webhook": 50053}
+MiB = 1024 * 1024
+
+
+class RenderError(ValueError):
+    """A setting cannot be turned into a valid Envoy configuration."""
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Everything the template needs; `from_env` reads the same variables as the services."""
+
+    gateway_port: int = 8080
+    admin_port: int = 9901
+    gateway_bind: str = "127.0.0.1"
+    auth_addr: str = "127.0.0.1:50051"
+    lattice_addr: str = "127.0.0.1:50052"
+    webhook_addr: str = "127.0.0.1:50053"
+    descriptor: Path = DEFAULT_DESCRIPTOR
+    access_log: str = "/dev/stdout"
+    max_request_bytes: int = 8 * MiB
+    max_response_bytes: int = 32 * MiB
+    default_timeout_s: int = 15
+    long_timeout_s: int = 120  # path finding and transforms on big lattices
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> GatewayConfig:
+        env = os.environ if env is None else env
+
+        def integer(name: str, default: int) -> int:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return default
+            try:
+                return int(raw)
+            except ValueError:
+                raise RenderError(f"{name}={raw!r} is not an integer") from None
+
+        addrs = {
+            name: env.get(f"{name.upper()}_ADDR")
+            or f"127.0.0.1:{integer(f'{name.upper()}_PORT', _DEFAULT_PORTS[name])}"
+            for name in UPSTREAMS
+        }
+        return cls(
+            gateway_port=integer("GATEWAY_PORT", 8080),
+            admin_port=integer("ENVOY_ADMIN_PORT", 9901),
+            gateway_bind=env.get("GATEWAY_BIND") or "127.0.0.1",
+            auth_addr=addrs["auth"],
+            lattice_addr=addrs["lattice"],
+            webhook_addr=addrs["webhook"],
+            descriptor=Path(env.get("GATEWAY_DESCRIPTOR") or DEFAULT_DESCRIPTOR),
+            access_log=env.get("GATEWAY_ACCESS_LOG") or "/dev/stdout",
+            max_request_bytes=integer("GATEWAY_MAX_REQUEST_BYTES", 8 * MiB),
+        )
+
+
+def split_addr(addr: str) -> tuple[str, int, str]:
+    """'host:port' -> (host, port, Envoy cluster type): STATIC for IP literals, else STRICT_DNS."""
+    host, sep, port_text = addr.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise RenderError(f"upstream address {addr!r} is not host:port")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return host, int(port_text), "STRICT_DNS"
+    return host, int(port_text), "STATIC"
+
+
+def render(config: GatewayConfig) -> str:
+    """The Envoy YAML for `config`; RenderError when a value is invalid."""
+    for name, port in (
+        ("GATEWAY_PORT", config.gateway_port),
+        ("ENVOY_ADMIN_PORT", config.admin_port),
+    ):
+        if not 0 < port < 65536:
+            raise RenderError(f"{name}={port} is outside 1..65535")
+    try:
+        ipaddress.ip_address(config.gateway_bind)
+    except ValueError:
+        raise RenderError(f"GATEWAY_BIND={config.gateway_bind!r} is not an IP address") from None
+    values: dict[str, object] = {
+        "gateway_bind": config.gateway_bind,
+        "gateway_port": config.gateway_port,
+        "admin_port": config.admin_port,
+        # JSON strings are valid YAML scalars: safe for any path.
+        "descriptor": json.dumps(str(config.descriptor)),
+        "access_log": json.dumps(config.access_log),
+        "max_request_bytes": config.max_request_bytes,
+        "max_response_bytes": config.max_response_bytes,
+        "default_timeout": f"{config.default_timeout_s}s",
+        "long_timeout": f"{config.long_timeout_s}s",
+    }
+    for name in UPSTREAMS:
+        host, port, cluster_type = split_addr(getattr(config, f"{name}_addr"))
+        values[f"{name}_host"] = json.dumps(host)
+        values[f"{name}_port"] = port
+        values[f"{name}_cluster_type"] = cluster_type
+    return string.Template(TEMPLATE.read_text()).substitute(values)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m gateway.render",
+        description="Render the Envoy gateway config from gateway/envoy.yaml.tmpl and the "
+        "environment (GATEWAY_PORT, GATEWAY_BIND, ENVOY_ADMIN_PORT, AUTH_ADDR/AUTH_PORT, "
+        "LATTICE_ADDR/LATTICE_PORT, WEBHOOK_ADDR/WEBHOOK_PORT, GATEWAY_DESCRIPTOR, "
+        "GATEWAY_ACCESS_LOG, GATEWAY_MAX_REQUEST_BYTES).",
+    )
+    parser.add_argument("--out", type=Path, help="write here instead of standard output")
+    args = parser.parse_args(argv)
+    try:
+        config = GatewayConfig.from_env()
+        text = render(config)
+    except RenderError as exc:
+        print(f"gateway.render: {exc}", file=sys.stderr)
+        return 2
+    if not config.descriptor.is_file():
+        print(
+            f"gateway.render: warning: descriptor set {config.descriptor} does not exist yet "
+            "(run `make protos`); Envoy will refuse to start without it",
+            file=sys.stderr,
+        )
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Shared e2e helpers: fresh tenants and assertions on google.rpc.Status bodies."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import httpx
+
+
+def assert_status_body(reply: httpx.Response, http_status: int, grpc_code: int) -> None:
+    """The reply has the given HTTP status and a JSON google.rpc.Status body with that code."""
+    assert reply.status_code == http_status, reply.text
+    assert reply.headers["content-type"].startswith("application/json"), reply.headers
+    body = reply.json()
+    assert isinstance(body["code"], int), body
+    assert body["code"] == grpc_code, body
+    assert isinstance(body["message"], str), body
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """A newly registered owner and its access token."""
+
+    email: str
+    password: str
+    tenant_id: str
+    access_token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.access_token}"}
+
+
+def register_and_login(gateway: httpx.Client) -> Tenant:
+    """A new tenant (its own data, so tests never interfere) and a token for its owner."""
+    unique = uuid.uuid4().hex[:12]
+    email = f"e2e-{unique}@example.com"
+    password = f"e2e passphrase {unique} staple"
+    reply = gateway.post(
+        "/v1/auth/register",
+        json={"email": email, "password": password, "tenant_name": f"e2e-{unique}"},
+    )
+    assert reply.status_code == 200, reply.text
+    tenant_id = reply.json()["tenant"]["id"]
+    reply = gateway.post("/v1/auth/login", json={"email": email, "password": password})
+    assert reply.status_code == 200, reply.text
+    return Tenant(email, password, tenant_id, reply.json()["access_token"])
