@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import shutil
@@ -20,6 +21,8 @@ DATABASE = "catalytic"
 # PostgreSQL refuses to run as root; as root we run it as this account (created when missing)
 # unless the Debian package's `postgres` account exists.
 FALLBACK_USER = "catalytic"
+# Where a cluster lives when the server's account cannot enter the run directory.
+RELOCATED_ROOT = Path("/var/lib/catalytic-devstack")
 
 
 def server_user() -> str | None:
@@ -76,8 +79,9 @@ class Postgres:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.socket_dir.mkdir(parents=True, exist_ok=True)
         if user is not None:
+            if not self._reachable_by(user, self.run_dir):
+                self._relocate_for(user)
             shutil.chown(self.socket_dir, user, user)
-            self._check_reachable_by(user)
         if not (self.data_dir / "PG_VERSION").is_file():
             self._initdb(bindir, user)
         argv = [
@@ -161,18 +165,41 @@ class Postgres:
         shutil.rmtree(self.data_dir, ignore_errors=True)
         scratch.rename(self.data_dir)
 
-    def _check_reachable_by(self, user: str) -> None:
-        """Fail clearly when `user` cannot enter the run directory (e.g. under a 0700 parent)."""
+    @staticmethod
+    def _reachable_by(user: str, path: Path) -> bool:
         result = subprocess.run(
-            ["test", "-x", str(self.run_dir)],
+            ["test", "-x", str(path)],
             user=user,
             check=False,
             group=pwd.getpwnam(user).pw_gid,
             extra_groups=[],
         )
-        if result.returncode != 0:
+        return result.returncode == 0
+
+    def _relocate_for(self, user: str) -> None:
+        """Keeps the cluster where `user` can reach it, linked from the run directory.
+
+        As root, the server runs as an unprivileged account, which cannot enter a run directory
+        under a 0700 parent (a clone in /root, say). The data then lives in a directory of its
+        own under /var/lib, named after the run directory, and `<run_dir>/postgres` links to it,
+        so a second `make up` finds the same data.
+        """
+        digest = hashlib.sha256(str(self.run_dir.resolve()).encode()).hexdigest()[:16]
+        home = RELOCATED_ROOT / digest
+        home.mkdir(parents=True, exist_ok=True)
+        for directory in (RELOCATED_ROOT, home):
+            directory.chmod(0o755)
+        link = self.run_dir / "postgres"
+        target = home / "postgres"
+        if link.is_symlink() and link.resolve() != target:
+            link.unlink()
+        if not link.exists() and not link.is_symlink():
+            link.symlink_to(target, target_is_directory=True)
+        elif not link.is_symlink():
             raise ProcessError(
-                f"PostgreSQL runs as the unprivileged user {user!r}, which cannot enter "
-                f"{self.run_dir}; put the run directory where every parent is world-searchable "
-                "(chmod o+x)"
+                f"{link} holds a cluster that {user!r} cannot reach; move the run directory"
+                " somewhere world-searchable (chmod o+x on its parents) or delete it"
             )
+        self.data_dir = target
+        self.socket_dir = home / "sock"
+        self.socket_dir.mkdir(parents=True, exist_ok=True)
