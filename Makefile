@@ -91,5 +91,6 @@ clean: ## remove generated code and caches (keeps .run/ data)
 	@rm -rf $(GEN) .pytest_cache .mypy_cache .ruff_cache
 
 .PHONY: clean-data
-clean-data: ## remove the local stack's data under .run/
+clean-data: ## remove the local stack's data under .run/ (and a relocated PostgreSQL cluster)
+	@if [ -L .run/postgres ]; then rm -rf "$$(dirname "$$(readlink .run/postgres)")"; fi
 	@rm -rf .run
