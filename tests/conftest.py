@@ -45,7 +45,15 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
         redis_url=None,
         # The descriptor set Envoy transcodes with: `make protos` output unless overridden.
         descriptor=Path(os.environ.get("GATEWAY_DESCRIPTOR") or DEFAULT_DESCRIPTOR),
-        extra_env={"DEFAULT_PLAN": "free", "WEBHOOK_ALLOW_CIDRS": "127.0.0.0/8"},
+        extra_env={
+            "DEFAULT_PLAN": "free",
+            "WEBHOOK_ALLOW_CIDRS": "127.0.0.0/8",
+            # Every test reaches the gateway from this host, so all of them share one client
+            # address (Envoy reports loopback callers as the host's own address) and the shared
+            # stack must not run out of per-address budget. The limits themselves are tested
+            # against servers of their own (tests/e2e/test_rate_limits.py).
+            "RATE_LIMIT_MULTIPLIER": "100",
+        },
         log=progress,
     )
     try:

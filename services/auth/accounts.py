@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import uuid
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from services.auth import passwords
 from services.auth.tokens import TokenIssuer, hash_token, new_refresh_token
-from services.common.context import Principal
-from services.common.errors import InvalidArgument, NotFound, Unauthenticated
+from services.common.context import AUTH_METHOD_JWT, Principal
+from services.common.denylist import remaining_ttl
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unauthenticated
+
+logger = logging.getLogger("catalytic.auth")
 
 _EMAIL = re.compile(
     r"^[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})+$"
 )
 OWNER = "owner"
 LOGIN_FAILED = "e-mail or password is incorrect"
+# One answer for unknown, expired, revoked and reused refresh tokens: nothing to probe with.
+REFRESH_FAILED = "refresh token is invalid, expired or revoked"
+# Ours are 46 characters; anything much longer is not worth hashing.
+MAX_REFRESH_TOKEN_LENGTH = 256
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,56 @@ class TokenPair:
     expires_in: int
 
 
+@dataclass(frozen=True)
+class RefreshTokenRecord:
+    """A stored refresh token, found by its hash; the token itself is never stored."""
+
+    tenant_id: str
+    user_id: str
+    family_id: str
+    # The family's absolute expiry: every rotation copies it, so it never moves.
+    expires_at: datetime
+    spent: bool
+    revoked: bool
+
+
+class RefreshSession(Protocol):
+    """One transaction around a refresh token, which it holds locked until the end."""
+
+    @property
+    def token(self) -> RefreshTokenRecord | None:
+        """The presented token, or None when no token has that hash."""
+
+    async def owner(self) -> UserRecord | None:
+        """The user the token belongs to, if that user still exists."""
+
+    async def replace(self, successor_hash: str) -> None:
+        """Marks the token spent and stores its successor: same family, same expiry."""
+
+    async def revoke_family(self) -> None:
+        """Revokes every token of the token's family."""
+
+
+class TokenDenylist(Protocol):
+    """Where revoked access tokens go (Redis in production)."""
+
+    async def add(self, jti: str, ttl_s: int) -> None:
+        """Rejects the token with this `jti` everywhere for `ttl_s` seconds."""
+
+
+class LoginGuard(Protocol):
+    """Per-account brute-force lockout (Redis in production)."""
+
+    async def check(self, email: str) -> None:
+        """Counts an attempt; ResourceExhausted while the address is locked."""
+
+    async def record_failure(self, email: str) -> None:
+        """Notes a failed attempt."""
+
+    async def record_success(self, email: str) -> None:
+        """Forgets the address's failures."""
+
+
 class AuthStore(Protocol):
     """Persistence the auth domain needs (PostgreSQL in production)."""
 
@@ -77,6 +136,12 @@ class AuthStore(Protocol):
     ) -> None:
         """Stores a new refresh token (hashed)."""
 
+    def refresh_session(self, token_hash: str) -> AbstractAsyncContextManager[RefreshSession]:
+        """A transaction holding the token with this hash locked; commits when left normally."""
+
+    async def revoke_refresh_family(self, tenant_id: str, user_id: str, token_hash: str) -> bool:
+        """Revokes the family of the user's token with this hash; False when there is none."""
+
 
 def normalise_email(email: str) -> str:
     """Validates and lower-cases an e-mail address; InvalidArgument(field="email") if bad."""
@@ -96,11 +161,15 @@ class Accounts:
         store: AuthStore,
         issuer: TokenIssuer,
         *,
+        denylist: TokenDenylist,
+        lockout: LoginGuard,
         default_plan: str,
         refresh_ttl_s: int,
     ) -> None:
         self._store = store
         self._issuer = issuer
+        self._denylist = denylist
+        self._lockout = lockout
         self._default_plan = default_plan
         self._refresh_ttl = timedelta(seconds=refresh_ttl_s)
 
@@ -133,16 +202,75 @@ class Accounts:
             raise InvalidArgument("email", "is required")
         if not password:
             raise InvalidArgument("password", "is required")
-        user = await self._store.find_user_by_email(email.strip().lower())
+        address = email.strip().lower()
+        # Refused before the password is looked at; unknown addresses lock exactly like real
+        # ones, so a lockout tells nothing about which e-mails exist.
+        await self._lockout.check(address)
+        user = await self._store.find_user_by_email(address)
         ok = await asyncio.to_thread(
             passwords.verify_password, user.password_hash if user else None, password
         )
         if user is None or not ok:
+            await self._lockout.record_failure(address)
             raise Unauthenticated(LOGIN_FAILED)
+        await self._lockout.record_success(address)
         if passwords.needs_rehash(user.password_hash):
             new_hash = await asyncio.to_thread(passwords.hash_password, password)
             await self._store.update_password_hash(user.tenant_id, user.id, new_hash)
         return await self._issue_pair(user, family_id=str(uuid.uuid4()))
+
+    async def refresh(self, refresh_token: str) -> TokenPair:
+        """Spends the refresh token for a new pair in its family.
+
+        Presenting a spent token again means two parties hold it (RFC 9700 §4.14.2): the whole
+        family is revoked, the legitimate client's newest token included. Two requests racing
+        with one token are the same case: the lock lets the first through, the second revokes.
+        """
+        if not refresh_token:
+            raise InvalidArgument("refresh_token", "is required")
+        if len(refresh_token) > MAX_REFRESH_TOKEN_LENGTH:
+            raise Unauthenticated(REFRESH_FAILED)
+        pair: TokenPair | None = None
+        reused: RefreshTokenRecord | None = None
+        # Decided inside the transaction, raised after it: a revocation must commit.
+        async with self._store.refresh_session(hash_token(refresh_token)) as session:
+            token = session.token
+            if token is None or token.revoked or token.expires_at <= datetime.now(UTC):
+                pass
+            elif token.spent:
+                await session.revoke_family()
+                reused = token
+            else:
+                user = await session.owner()
+                if user is not None:
+                    successor = new_refresh_token()
+                    await session.replace(hash_token(successor))
+                    pair = self._pair(user, successor)
+        if reused is not None:
+            logger.warning(
+                "spent refresh token presented again: family %s of tenant %s revoked",
+                reused.family_id,
+                reused.tenant_id,
+            )
+        if pair is None:
+            raise Unauthenticated(REFRESH_FAILED)
+        return pair
+
+    async def logout(self, principal: Principal, refresh_token: str) -> None:
+        """Revokes the caller's access token everywhere and, if given, the refresh family.
+
+        A refresh token that is unknown, or not the caller's, is ignored: the answer must not
+        tell whether it exists.
+        """
+        if principal.auth_method != AUTH_METHOD_JWT or not principal.token_id:
+            raise FailedPrecondition(
+                "logout ends an access-token session; delete an API key to revoke it"
+            )
+        await self._denylist.add(principal.token_id, remaining_ttl(principal.expires_at))
+        if refresh_token and len(refresh_token) <= MAX_REFRESH_TOKEN_LENGTH:
+            await self._store.revoke_refresh_family(
+                principal.tenant_id, principal.user_id, hash_token(refresh_token)
+            )
 
     async def current_user(self, principal: Principal) -> UserRecord:
         """The caller's own record."""
@@ -152,7 +280,6 @@ class Accounts:
         return user
 
     async def _issue_pair(self, user: UserRecord, *, family_id: str) -> TokenPair:
-        access = self._issuer.issue(user_id=user.id, tenant_id=user.tenant_id, role=user.role)
         refresh = new_refresh_token()
         await self._store.save_refresh_token(
             tenant_id=user.tenant_id,
@@ -161,6 +288,11 @@ class Accounts:
             token_hash=hash_token(refresh),
             expires_at=datetime.now(UTC) + self._refresh_ttl,
         )
+        return self._pair(user, refresh)
+
+    def _pair(self, user: UserRecord, refresh_token: str) -> TokenPair:
+        # The role comes from the user's row, so a changed role holds from the next refresh.
+        access = self._issuer.issue(user_id=user.id, tenant_id=user.tenant_id, role=user.role)
         return TokenPair(
-            access_token=access.token, refresh_token=refresh, expires_in=access.expires_in
+            access_token=access.token, refresh_token=refresh_token, expires_in=access.expires_in
         )

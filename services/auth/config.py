@@ -6,7 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common.config import ConfigError, ServiceConfig, env_int, env_str
+from services.auth.lockout import LockoutPolicy
+from services.common.config import ConfigError, ServiceConfig, env_float, env_int, env_str
+from services.common.ratelimit import Rate, RateLimitConfig, env_rate
 
 PLANS = ("free", "starter", "professional", "enterprise")
 
@@ -22,6 +24,13 @@ class AuthConfig:
     refresh_token_ttl_s: int
     keys_dir: Path
     default_plan: str
+    # Abuse limits (ADR "Abuse limits, on by default"): per client address, per tenant, per
+    # account.
+    rate_limits: RateLimitConfig
+    register_rate: Rate
+    login_rate: Rate
+    refresh_rate: Rate
+    lockout: LockoutPolicy
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AuthConfig:
@@ -37,6 +46,8 @@ class AuthConfig:
                 f"DEFAULT_PLAN must be one of {', '.join(PLANS)}, got {default_plan!r}"
             )
         run_dir = Path(env_str("RUN_DIR", ".run", environ=environ))
+        rate_limits = RateLimitConfig.from_env(environ)
+        scale = rate_limits.multiplier
         return cls(
             service=service,
             issuer=env_str("JWT_ISSUER", "catalytic-auth", environ=environ),
@@ -45,4 +56,28 @@ class AuthConfig:
             refresh_token_ttl_s=env_int("REFRESH_TOKEN_TTL_S", 30 * 24 * 3600, environ=environ),
             keys_dir=Path(env_str("JWT_KEYS_DIR", str(run_dir / "keys"), environ=environ)),
             default_plan=default_plan,
+            rate_limits=rate_limits,
+            register_rate=env_rate(
+                "RATE_LIMIT_REGISTER_PER_HOUR", 10, 3600, multiplier=scale, environ=environ
+            ),
+            login_rate=env_rate(
+                "RATE_LIMIT_LOGIN_PER_MINUTE", 30, 60, multiplier=scale, environ=environ
+            ),
+            refresh_rate=env_rate(
+                "RATE_LIMIT_REFRESH_PER_MINUTE", 60, 60, multiplier=scale, environ=environ
+            ),
+            lockout=_lockout_policy(environ),
         )
+
+
+def _lockout_policy(environ: Mapping[str, str] | None) -> LockoutPolicy:
+    defaults = LockoutPolicy()
+    try:
+        return LockoutPolicy(
+            threshold=env_int("LOGIN_LOCKOUT_THRESHOLD", defaults.threshold, environ=environ),
+            base_s=env_float("LOGIN_LOCKOUT_BASE_S", defaults.base_s, environ=environ),
+            max_s=env_float("LOGIN_LOCKOUT_MAX_S", defaults.max_s, environ=environ),
+            window_s=env_float("LOGIN_LOCKOUT_WINDOW_S", defaults.window_s, environ=environ),
+        )
+    except ValueError as exc:
+        raise ConfigError(f"LOGIN_LOCKOUT_* settings: {exc}") from None

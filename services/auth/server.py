@@ -9,13 +9,25 @@ import grpc
 from catalytic.auth.v1 import auth_service_pb2_grpc as pb_grpc
 
 from services.auth.accounts import Accounts
+from services.auth.api_keys import ApiKeys
 from services.auth.config import AuthConfig
 from services.auth.keys import KeyRing
+from services.auth.lockout import LoginLockout
 from services.auth.servicer import AuthServicer
 from services.auth.store import PostgresAuthStore
 from services.auth.tokens import TokenIssuer
 from services.common.access_tokens import AccessTokenVerifier
+from services.common.api_keys import ApiKeyVerifier
+from services.common.cache import open_redis
+from services.common.db import Database
+from services.common.denylist import Denylist
 from services.common.interceptors.auth import AuthInterceptor
+from services.common.interceptors.ratelimit import (
+    AddressLimit,
+    RateLimitInterceptor,
+    rate_limit_interceptor,
+)
+from services.common.ratelimit import PostgresPlanSource, RateLimiter
 from services.common.server import RunningService, build_server
 from services.common.wiring import open_database
 
@@ -31,14 +43,20 @@ async def create_server(config: AuthConfig) -> RunningService:
     try:
         keys = KeyRing.load(config.keys_dir)
         database = await open_database(config.service, resources)
+        redis = await open_redis(config.service.redis_url)
+        resources.push_async_callback(redis.aclose)
+        denylist = Denylist(redis)
+        store = PostgresAuthStore(database)
         accounts = Accounts(
-            PostgresAuthStore(database),
+            store,
             TokenIssuer(
                 keys,
                 issuer=config.issuer,
                 audience=config.audience,
                 ttl_s=config.access_token_ttl_s,
             ),
+            denylist=denylist,
+            lockout=LoginLockout(redis, config.lockout),
             default_plan=config.default_plan,
             refresh_ttl_s=config.refresh_token_ttl_s,
         )
@@ -47,7 +65,7 @@ async def create_server(config: AuthConfig) -> RunningService:
             return keys.jwks()
 
         verifier = AccessTokenVerifier(local_jwks, issuer=config.issuer, audience=config.audience)
-        servicer = AuthServicer(accounts, keys)
+        servicer = AuthServicer(accounts, ApiKeys(store, denylist), keys)
 
         def register(server: grpc.aio.Server) -> None:
             pb_grpc.add_AuthServiceServicer_to_server(servicer, server)
@@ -57,8 +75,32 @@ async def create_server(config: AuthConfig) -> RunningService:
             service_names=[SERVICE_NAME],
             register=register,
             resources=resources,
-            auth_interceptor=AuthInterceptor(verifier, public_methods=PUBLIC_METHODS),
+            auth_interceptor=AuthInterceptor(
+                verifier,
+                public_methods=PUBLIC_METHODS,
+                denylist=denylist,
+                api_keys=ApiKeyVerifier(database),
+            ),
+            rate_limit_interceptor=rate_limits(config, RateLimiter(redis), database),
         )
     except BaseException:
         await resources.aclose()
         raise
+
+
+def rate_limits(
+    config: AuthConfig, limiter: RateLimiter, database: Database
+) -> RateLimitInterceptor:
+    """Per-address limits on the public entry points, and the tenant limit on everything else."""
+    method = f"/{SERVICE_NAME}/{{}}".format
+    return rate_limit_interceptor(
+        config.service.service_name,
+        limiter,
+        PostgresPlanSource(database),
+        config.rate_limits,
+        address_limits={
+            method("Register"): AddressLimit("register_ip", config.register_rate),
+            method("Login"): AddressLimit("login_ip", config.login_rate),
+            method("Refresh"): AddressLimit("refresh_ip", config.refresh_rate),
+        },
+    )

@@ -7,13 +7,12 @@ from catalytic.auth.v1 import auth_service_pb2 as pb
 from catalytic.auth.v1 import auth_service_pb2_grpc as pb_grpc
 
 from services.auth.accounts import Accounts, TenantRecord, UserRecord
+from services.auth.api_keys import ApiKeyRecord, ApiKeys
 from services.auth.keys import KeyRing
 from services.common.context import current_principal
-from services.common.errors import Unimplemented
 from services.common.timestamps import to_timestamp
 
 Context = grpc.aio.ServicerContext[object, object]
-NOT_YET = "not available in this release"
 TOKEN_TYPE = "Bearer"  # noqa: S105 - the OAuth token_type, not a secret
 
 
@@ -31,11 +30,22 @@ def tenant_message(tenant: TenantRecord) -> pb.Tenant:
     return pb.Tenant(id=tenant.id, name=tenant.name, plan=tenant.plan)
 
 
-class AuthServicer(pb_grpc.AuthServiceServicer):
-    """Thin adapter over Accounts and the key ring."""
+def api_key_message(key: ApiKeyRecord) -> pb.ApiKey:
+    return pb.ApiKey(
+        id=key.id,
+        name=key.name,
+        prefix=key.prefix,
+        created_at=to_timestamp(key.created_at),
+        last_used_at=to_timestamp(key.last_used_at),
+    )
 
-    def __init__(self, accounts: Accounts, keys: KeyRing) -> None:
+
+class AuthServicer(pb_grpc.AuthServiceServicer):
+    """Thin adapter over Accounts, ApiKeys and the key ring."""
+
+    def __init__(self, accounts: Accounts, api_keys: ApiKeys, keys: KeyRing) -> None:
         self._accounts = accounts
+        self._api_keys = api_keys
         self._keys = keys
 
     async def Register(self, request: pb.RegisterRequest, context: Context) -> pb.RegisterResponse:
@@ -60,22 +70,38 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         return pb.GetJwksResponse(keys=[pb.Jwk(**key) for key in self._keys.jwks()])
 
     async def Refresh(self, request: pb.RefreshRequest, context: Context) -> pb.RefreshResponse:
-        raise Unimplemented(f"Refresh is {NOT_YET}")
+        pair = await self._accounts.refresh(request.refresh_token)
+        return pb.RefreshResponse(
+            access_token=pair.access_token,
+            refresh_token=pair.refresh_token,
+            token_type=TOKEN_TYPE,
+            expires_in=pair.expires_in,
+        )
 
     async def Logout(self, request: pb.LogoutRequest, context: Context) -> pb.LogoutResponse:
-        raise Unimplemented(f"Logout is {NOT_YET}")
+        await self._accounts.logout(current_principal(), request.refresh_token)
+        return pb.LogoutResponse()
 
     async def CreateApiKey(
         self, request: pb.CreateApiKeyRequest, context: Context
     ) -> pb.CreateApiKeyResponse:
-        raise Unimplemented(f"CreateApiKey is {NOT_YET}")
+        created = await self._api_keys.create(current_principal(), request.name)
+        return pb.CreateApiKeyResponse(
+            id=created.record.id,
+            name=created.record.name,
+            key=created.key,
+            prefix=created.record.prefix,
+            created_at=to_timestamp(created.record.created_at),
+        )
 
     async def ListApiKeys(
         self, request: pb.ListApiKeysRequest, context: Context
     ) -> pb.ListApiKeysResponse:
-        raise Unimplemented(f"ListApiKeys is {NOT_YET}")
+        keys = await self._api_keys.list_keys(current_principal())
+        return pb.ListApiKeysResponse(api_keys=[api_key_message(key) for key in keys])
 
     async def DeleteApiKey(
         self, request: pb.DeleteApiKeyRequest, context: Context
     ) -> pb.DeleteApiKeyResponse:
-        raise Unimplemented(f"DeleteApiKey is {NOT_YET}")
+        await self._api_keys.delete(current_principal(), request.id)
+        return pb.DeleteApiKeyResponse()

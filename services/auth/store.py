@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
 import psycopg
 
-from services.auth.accounts import TenantRecord, UserRecord
-from services.common.db import Database
+from services.auth.accounts import RefreshTokenRecord, TenantRecord, UserRecord
+from services.auth.api_keys import ApiKeyRecord, NewApiKeyRow
+from services.common.db import Connection, Database
 from services.common.errors import AlreadyExists
 
 _USER_COLUMNS = "id::text, email, tenant_id::text, role, created_at, password_hash"
+_REFRESH_COLUMNS = (
+    "tenant_id::text, user_id::text, family_id::text, expires_at,"
+    " spent_at IS NOT NULL AS spent, revoked_at IS NOT NULL AS revoked"
+)
+_API_KEY_COLUMNS = "id::text, name, prefix, created_at, last_used_at"
 
 
 def _user(row: dict[str, Any]) -> UserRecord:
@@ -26,8 +34,70 @@ def _user(row: dict[str, Any]) -> UserRecord:
     )
 
 
+def _api_key(row: dict[str, Any]) -> ApiKeyRecord:
+    return ApiKeyRecord(
+        id=row["id"],
+        name=row["name"],
+        prefix=row["prefix"],
+        created_at=row["created_at"],
+        last_used_at=row["last_used_at"],
+    )
+
+
+class _RefreshSession:
+    """RefreshSession over the open transaction that holds the token's row lock."""
+
+    def __init__(self, conn: Connection, token_hash: str, token: RefreshTokenRecord | None) -> None:
+        self._conn = conn
+        self._hash = token_hash
+        self._token = token
+
+    @property
+    def token(self) -> RefreshTokenRecord | None:
+        return self._token
+
+    def _locked(self) -> RefreshTokenRecord:
+        if self._token is None:
+            raise RuntimeError("no refresh token in this session")
+        return self._token
+
+    async def owner(self) -> UserRecord | None:
+        cur = await self._conn.execute(
+            f"SELECT {_USER_COLUMNS} FROM users WHERE id = %s",  # noqa: S608
+            (self._locked().user_id,),
+        )
+        row = await cur.fetchone()
+        return _user(row) if row else None
+
+    async def replace(self, successor_hash: str) -> None:
+        token = self._locked()
+        await self._conn.execute(
+            "UPDATE refresh_tokens SET spent_at = now() WHERE token_hash = %s", (self._hash,)
+        )
+        await self._conn.execute(
+            "INSERT INTO refresh_tokens (id, tenant_id, user_id, family_id, token_hash,"
+            " expires_at) VALUES (%s, %s, %s, %s, %s, %s)",
+            (
+                str(uuid.uuid4()),
+                token.tenant_id,
+                token.user_id,
+                token.family_id,
+                successor_hash,
+                token.expires_at,
+            ),
+        )
+
+    async def revoke_family(self) -> None:
+        await self._conn.execute(
+            "UPDATE refresh_tokens SET revoked_at = now()"
+            " WHERE family_id = %s AND revoked_at IS NULL",
+            (self._locked().family_id,),
+        )
+
+
 class PostgresAuthStore:
-    """AuthStore on PostgreSQL; every statement runs in a tenant or lookup context."""
+    """AuthStore and ApiKeyStore on PostgreSQL; every statement runs in a tenant or lookup
+    context."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -95,3 +165,90 @@ class PostgresAuthStore:
                 " expires_at) VALUES (%s, %s, %s, %s, %s, %s)",
                 (str(uuid.uuid4()), tenant_id, user_id, family_id, token_hash, expires_at),
             )
+
+    @asynccontextmanager
+    async def refresh_session(self, token_hash: str) -> AsyncIterator[_RefreshSession]:
+        # The refresh_tokens_lookup policy admits exactly the row with this hash, read-only;
+        # with its tenant set, the isolation policy lets the same transaction lock and update.
+        async with self._db.lookup_transaction(refresh_token_hash=token_hash) as conn:
+            cur = await conn.execute(
+                "SELECT tenant_id::text FROM refresh_tokens WHERE token_hash = %s", (token_hash,)
+            )
+            found = await cur.fetchone()
+            token: RefreshTokenRecord | None = None
+            if found is not None:
+                await conn.execute(
+                    "SELECT set_config('app.tenant_id', %s, true)", (found["tenant_id"],)
+                )
+                # FOR UPDATE: a concurrent use of the same token waits here, then sees it spent.
+                cur = await conn.execute(
+                    f"SELECT {_REFRESH_COLUMNS} FROM refresh_tokens"  # noqa: S608
+                    " WHERE token_hash = %s FOR UPDATE",
+                    (token_hash,),
+                )
+                row = await cur.fetchone()
+                token = RefreshTokenRecord(**row) if row is not None else None
+            yield _RefreshSession(conn, token_hash, token)
+
+    async def revoke_refresh_family(self, tenant_id: str, user_id: str, token_hash: str) -> bool:
+        async with self._db.tenant_transaction(tenant_id) as conn:
+            cur = await conn.execute(
+                "UPDATE refresh_tokens SET revoked_at = now() WHERE revoked_at IS NULL"
+                " AND family_id = (SELECT family_id FROM refresh_tokens"
+                " WHERE token_hash = %s AND user_id = %s) RETURNING id",
+                (token_hash, user_id),
+            )
+            return bool(await cur.fetchall())
+
+    async def insert_api_key(self, row: NewApiKeyRow, *, max_live: int) -> ApiKeyRecord | None:
+        try:
+            async with self._db.tenant_transaction(row.tenant_id) as conn:
+                # Serialises creations in one tenant so the cap holds; NO KEY keeps foreign-key
+                # checks of other tables' inserts unblocked.
+                await conn.execute(
+                    "SELECT 1 FROM tenants WHERE id = %s FOR NO KEY UPDATE", (row.tenant_id,)
+                )
+                cur = await conn.execute(
+                    "SELECT count(*) AS live FROM api_keys WHERE revoked_at IS NULL"
+                )
+                counted = await cur.fetchone()
+                if counted is not None and counted["live"] >= max_live:
+                    return None
+                cur = await conn.execute(
+                    "INSERT INTO api_keys (id, tenant_id, user_id, name, prefix, secret_hash, role)"  # noqa: S608
+                    f" VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING {_API_KEY_COLUMNS}",
+                    (
+                        row.id,
+                        row.tenant_id,
+                        row.user_id,
+                        row.name,
+                        row.prefix,
+                        row.secret_hash,
+                        row.role,
+                    ),
+                )
+                inserted = await cur.fetchone()
+        except psycopg.errors.UniqueViolation as exc:
+            raise AlreadyExists("an API key with this prefix exists") from exc
+        if inserted is None:
+            raise RuntimeError("INSERT ... RETURNING returned no row")
+        return _api_key(inserted)
+
+    async def list_api_keys(self, tenant_id: str) -> list[ApiKeyRecord]:
+        async with self._db.tenant_transaction(tenant_id) as conn:
+            cur = await conn.execute(
+                f"SELECT {_API_KEY_COLUMNS} FROM api_keys WHERE revoked_at IS NULL"  # noqa: S608
+                " ORDER BY created_at DESC, id DESC"
+            )
+            rows = await cur.fetchall()
+        return [_api_key(row) for row in rows]
+
+    @asynccontextmanager
+    async def revoking_api_key(self, tenant_id: str, key_id: str) -> AsyncIterator[bool]:
+        async with self._db.tenant_transaction(tenant_id) as conn:
+            cur = await conn.execute(
+                "UPDATE api_keys SET revoked_at = now() WHERE id = %s AND revoked_at IS NULL"
+                " RETURNING id",
+                (key_id,),
+            )
+            yield await cur.fetchone() is not None

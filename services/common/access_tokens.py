@@ -10,7 +10,7 @@ from typing import Any
 from jose import jwt
 from jose.exceptions import JOSEError
 
-from services.common.context import Principal
+from services.common.context import AUTH_METHOD_JWT, Principal
 from services.common.errors import Unauthenticated, Unavailable
 
 # Asymmetric algorithms only: never "none", never HS* (a public key must not verify as a secret).
@@ -19,6 +19,8 @@ ACCESS_TOKEN_TYPE = "access"  # noqa: S105 - the `typ` claim, not a secret
 REQUIRED_CLAIMS = ("iss", "aud", "sub", "tenant_id", "role", "jti", "iat", "nbf", "exp", "typ")
 
 _JOSE_REQUIRED = ("aud", "iat", "exp", "nbf", "iss", "sub", "jti")
+# Clock skew tolerated on exp/nbf; a revoked token stays denylisted this much past its exp.
+DEFAULT_LEEWAY_S = 5
 
 JwksFetcher = Callable[[], Awaitable[Sequence[dict[str, str]]]]
 
@@ -36,7 +38,7 @@ class AccessTokenVerifier:
         *,
         issuer: str,
         audience: str,
-        leeway_s: int = 5,
+        leeway_s: int = DEFAULT_LEEWAY_S,
         min_refetch_interval_s: float = 5.0,
     ) -> None:
         self._fetch = fetch_jwks
@@ -80,7 +82,7 @@ class AccessTokenVerifier:
             user_id=str(claims["sub"]),
             tenant_id=str(claims["tenant_id"]),
             role=str(claims["role"]),
-            auth_method="jwt",
+            auth_method=AUTH_METHOD_JWT,
             token_id=str(claims["jti"]),
             expires_at=float(claims["exp"]),
         )

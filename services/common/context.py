@@ -14,6 +14,9 @@ rpc_method: ContextVar[str | None] = ContextVar("rpc_method", default=None)
 tenant_id: ContextVar[str | None] = ContextVar("tenant_id", default=None)
 user_id: ContextVar[str | None] = ContextVar("user_id", default=None)
 role: ContextVar[str | None] = ContextVar("role", default=None)
+# How Principal.auth_method names the two kinds of credentials.
+AUTH_METHOD_JWT = "jwt"
+AUTH_METHOD_API_KEY = "api_key"
 # The caller's raw `authorization` value, forwarded as-is on calls to other services.
 authorization: ContextVar[str | None] = ContextVar("authorization", default=None)
 
@@ -29,6 +32,8 @@ class Principal:
     # The access token's jti and expiry (epoch seconds); empty for API keys.
     token_id: str = ""
     expires_at: float = 0.0
+    # The API key's id when auth_method is "api_key"; empty for access tokens.
+    api_key_id: str = ""
 
 
 _principal: ContextVar[Principal | None] = ContextVar("principal", default=None)

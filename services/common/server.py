@@ -95,6 +95,7 @@ async def build_server(
     register: Callable[[grpc.aio.Server], None],
     resources: contextlib.AsyncExitStack | None = None,
     auth_interceptor: grpc.aio.ServerInterceptor | None = None,
+    rate_limit_interceptor: grpc.aio.ServerInterceptor | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> RunningService:
     """Builds, binds and starts the server; health stays NOT_SERVING until set_serving().
@@ -104,7 +105,9 @@ async def build_server(
     """
     stack = resources if resources is not None else contextlib.AsyncExitStack()
     server = grpc.aio.server(
-        interceptors=default_interceptors(config.service_name, auth=auth_interceptor),
+        interceptors=default_interceptors(
+            config.service_name, auth=auth_interceptor, rate_limit=rate_limit_interceptor
+        ),
         options=_server_options(max_message_bytes),
     )
     register(server)

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from services.common.config import ServiceConfig, env_str
+from services.common.ratelimit import RateLimitConfig
 
 
 @dataclass(frozen=True)
@@ -15,6 +16,8 @@ class LatticeConfig:
     service: ServiceConfig
     issuer: str
     audience: str
+    # Per-tenant request rate limits by plan (ADR "Abuse limits, on by default").
+    rate_limits: RateLimitConfig
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> LatticeConfig:
@@ -25,4 +28,5 @@ class LatticeConfig:
             service=service,
             issuer=env_str("JWT_ISSUER", "catalytic-auth", environ=environ),
             audience=env_str("JWT_AUDIENCE", "catalytic-api", environ=environ),
+            rate_limits=RateLimitConfig.from_env(environ),
         )

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from services.common.config import ConfigError, ServiceConfig, env_list, env_str
+from services.common.ratelimit import RateLimitConfig
 from services.webhook.ssrf import IPNetwork
 
 ALLOW_CIDRS_VARIABLE = "WEBHOOK_ALLOW_CIDRS"
@@ -35,6 +36,8 @@ class WebhookConfig:
     audience: str
     # Destinations here skip the SSRF refusal and may use plain http (e.g. 127.0.0.0/8 in dev).
     allow_cidrs: tuple[IPNetwork, ...]
+    # Per-tenant request rate limits by plan (ADR "Abuse limits, on by default").
+    rate_limits: RateLimitConfig
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WebhookConfig:
@@ -48,4 +51,5 @@ class WebhookConfig:
             allow_cidrs=parse_cidrs(
                 ALLOW_CIDRS_VARIABLE, env_list(ALLOW_CIDRS_VARIABLE, [], environ=environ)
             ),
+            rate_limits=RateLimitConfig.from_env(environ),
         )

@@ -128,3 +128,31 @@ async def test_jwks_is_public_and_lists_the_signing_key(auth: pb_grpc.AuthServic
     jwks = await auth.GetJwks(pb.GetJwksRequest())
     assert [(k.kty, k.crv, k.alg, k.use) for k in jwks.keys] == [("EC", "P-256", "ES256", "sig")]
     assert jwks.keys[0].kid
+
+
+async def test_repeated_failures_lock_the_account_even_for_the_right_password(
+    auth: pb_grpc.AuthServiceStub,
+) -> None:
+    address = email()
+    await auth.Register(pb.RegisterRequest(email=address, password=PASSWORD, tenant_name="a"))
+    codes = []
+    for _ in range(5):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await auth.Login(pb.LoginRequest(email=address, password=PASSWORD + "?"))
+        codes.append(info.value.code())
+    assert codes == [grpc.StatusCode.UNAUTHENTICATED] * 5
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await auth.Login(pb.LoginRequest(email=address, password=PASSWORD))
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    trailing = dict(info.value.trailing_metadata() or ())
+    assert int(trailing["retry-after"]) >= 1
+
+
+async def test_unknown_email_locks_alike(auth: pb_grpc.AuthServiceStub) -> None:
+    address = email()
+    for _ in range(5):
+        with pytest.raises(grpc.aio.AioRpcError):
+            await auth.Login(pb.LoginRequest(email=address, password=PASSWORD))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await auth.Login(pb.LoginRequest(email=address, password=PASSWORD))
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -1,121 +1,140 @@
-"""Tenant isolation holds in PostgreSQL itself, for the role the services connect as."""
+"""The mechanisms under tenant isolation: per-transaction context and the narrow lookup policies.
+
+The isolation matrix itself (every tenant table, every statement, the app role's privileges)
+is in test_isolation_sql.py; this file checks what that matrix relies on.
+"""
 
 from __future__ import annotations
 
-import uuid
+import re
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
+
+from services.common.db import Database, open_pool
+from tests.integration.test_isolation_sql import Seeded, seed_tenant, tenant_tables
 
 pytestmark = pytest.mark.integration
 
-TENANT_TABLES = ("tenants", "users", "refresh_tokens", "lattices", "lattice_fields", "webhooks")
+Conn = psycopg.Connection[Any]
+# `(column = app_lookup('name'::text))`, the one shape a lookup policy may have.
+_LOOKUP_POLICY = re.compile(r"^\((\w+) = app_lookup\('(\w+)'::text\)\)$")
 
 
 @pytest.fixture
-def admin(stack) -> Iterator[psycopg.Connection]:
+def admin(stack) -> Iterator[Conn]:
     with psycopg.connect(stack.env["DATABASE_ADMIN_URL"], autocommit=True) as conn:
         yield conn
 
 
 @pytest.fixture
-def app(stack) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(stack.env["DATABASE_URL"]) as conn:
+def app(stack) -> Iterator[Conn]:
+    with psycopg.connect(stack.env["DATABASE_URL"], autocommit=True) as conn:
         yield conn
 
 
-def _tenant(conn: psycopg.Connection, name: str) -> str:
-    tenant_id = str(uuid.uuid4())
-    with conn.transaction():
-        conn.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant_id,))
-        conn.execute("INSERT INTO tenants (id, name) VALUES (%s, %s)", (tenant_id, name))
-        conn.execute(
-            "INSERT INTO webhooks (id, tenant_id, url, event_types, secret)"
-            " VALUES (%s, %s, 'https://example.com/h', ARRAY['*'], 'whsec_x')",
-            (str(uuid.uuid4()), tenant_id),
-        )
-    return tenant_id
+@pytest.fixture
+def two_tenants(stack, admin: Conn) -> tuple[Seeded, Seeded]:
+    tables = tenant_tables(admin)
+    admin_url = stack.env["DATABASE_ADMIN_URL"]
+    return seed_tenant(admin_url, tables), seed_tenant(admin_url, tables)
 
 
-def test_app_role_cannot_bypass_rls_and_owns_nothing(admin: psycopg.Connection) -> None:
-    row = admin.execute(
-        "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = 'catalytic_app'"
-    ).fetchone()
-    assert row == (False, False)
-    owned = admin.execute(
-        "SELECT count(*) FROM pg_tables"
-        " WHERE schemaname = 'public' AND tableowner = 'catalytic_app'"
-    ).fetchone()
-    assert owned == (0,)
+def _count(conn: Conn, table: str) -> int:
+    row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
-@pytest.mark.parametrize("table", TENANT_TABLES)
-def test_every_tenant_table_has_forced_rls(admin: psycopg.Connection, table: str) -> None:
-    row = admin.execute(
-        "SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE relname = %s", (table,)
-    ).fetchone()
-    assert row == (True, True)
+def _lookup_policies(admin: Conn) -> list[tuple[str, str, str, str, str]]:
+    """(table, policy, command, qual, with_check) of every policy that reads app_lookup()."""
+    rows = admin.execute(
+        "SELECT tablename, policyname, cmd, coalesce(qual, ''), coalesce(with_check, '')"
+        " FROM pg_policies WHERE schemaname = 'public'"
+        "   AND (qual LIKE '%%app_lookup(%%' OR with_check LIKE '%%app_lookup(%%')"
+        " ORDER BY 1, 2"
+    ).fetchall()
+    return [tuple(row) for row in rows]
 
 
-def test_a_tenant_sees_only_its_own_rows(app: psycopg.Connection) -> None:
-    a = _tenant(app, "a")
-    b = _tenant(app, "b")
+# ---------------------------------------------------------------------------- tenant context
+def test_tenant_context_does_not_leak_past_the_transaction(
+    app: Conn, two_tenants: tuple[Seeded, Seeded]
+) -> None:
+    a, _ = two_tenants
     with app.transaction():
-        app.execute("SELECT set_config('app.tenant_id', %s, true)", (a,))
-        tenants = [r[0] for r in app.execute("SELECT id::text FROM tenants").fetchall()]
-        hooks = [r[0] for r in app.execute("SELECT tenant_id::text FROM webhooks").fetchall()]
-    assert tenants == [a]
-    assert hooks == [a]
+        app.execute("SELECT set_config('app.tenant_id', %s, true)", (a.tenant_id,))
+        assert _count(app, "tenants") == 1
     with app.transaction():
-        app.execute("SELECT set_config('app.tenant_id', %s, true)", (b,))
-        assert app.execute(
-            "SELECT count(*) FROM webhooks WHERE tenant_id = %s", (a,)
-        ).fetchone() == (0,)
+        assert _count(app, "tenants") == 0
 
 
-def test_without_tenant_context_nothing_is_visible(app: psycopg.Connection) -> None:
-    _tenant(app, "c")
-    with app.transaction():
-        assert app.execute("SELECT count(*) FROM tenants").fetchone() == (0,)
-        assert app.execute("SELECT count(*) FROM webhooks").fetchone() == (0,)
-
-
-def test_writing_another_tenants_row_is_refused(app: psycopg.Connection) -> None:
-    a = _tenant(app, "d")
-    b = _tenant(app, "e")
-    with app.transaction():
-        app.execute("SELECT set_config('app.tenant_id', %s, true)", (a,))
-        with pytest.raises(psycopg.errors.InsufficientPrivilege), app.transaction():
-            app.execute(
-                "INSERT INTO webhooks (id, tenant_id, url, event_types, secret)"
-                " VALUES (%s, %s, 'https://example.com/h', ARRAY['*'], 'whsec_x')",
-                (str(uuid.uuid4()), b),
+async def test_a_pooled_connection_forgets_its_tenant(
+    stack, two_tenants: tuple[Seeded, Seeded]
+) -> None:
+    """The services' own Database: the next borrower of a connection sees no tenant's rows."""
+    a, _ = two_tenants
+    pool = await open_pool(stack.env["DATABASE_URL"], min_size=1, max_size=1, name="rls-test")
+    try:
+        db = Database(pool)
+        async with db.tenant_transaction(a.tenant_id) as conn:
+            cur = await conn.execute("SELECT count(*) AS n FROM tenants")
+            assert await cur.fetchone() == {"n": 1}
+        with pytest.raises(RuntimeError):
+            async with db.tenant_transaction(a.tenant_id):
+                raise RuntimeError("a request that fails half-way")
+        async with db.transaction() as conn:
+            cur = await conn.execute(
+                "SELECT coalesce(current_setting('app.tenant_id', true), '') AS tenant,"
+                " (SELECT count(*) FROM tenants) AS n"
             )
+            assert await cur.fetchone() == {"tenant": "", "n": 0}
+    finally:
+        await pool.close()
 
 
-def test_tenant_context_does_not_leak_past_the_transaction(app: psycopg.Connection) -> None:
-    a = _tenant(app, "f")
-    with app.transaction():
-        app.execute("SELECT set_config('app.tenant_id', %s, true)", (a,))
-    with app.transaction():
-        assert app.execute("SELECT count(*) FROM tenants").fetchone() == (0,)
+# ---------------------------------------------------------------------------- lookup policies
+def test_lookup_policies_only_read_by_one_exact_key(admin: Conn) -> None:
+    policies = _lookup_policies(admin)
+    assert {p[0] for p in policies} >= {"users", "refresh_tokens"}
+    for table, policy, command, qual, with_check in policies:
+        assert command == "SELECT", f"{table}.{policy} must be read-only, is {command}"
+        assert with_check == "", f"{table}.{policy} must not admit writes"
+        assert _LOOKUP_POLICY.match(qual), f"{table}.{policy}: unexpected shape {qual}"
 
 
-def test_login_lookup_admits_only_the_named_email(app: psycopg.Connection) -> None:
-    tenant_id = str(uuid.uuid4())
-    email = f"{uuid.uuid4().hex}@example.com"
-    with app.transaction():
-        app.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant_id,))
-        app.execute("INSERT INTO tenants (id, name) VALUES (%s, 'g')", (tenant_id,))
-        app.execute(
-            "INSERT INTO users (id, tenant_id, email, password_hash, role)"
-            " VALUES (%s, %s, %s, 'h', 'owner')",
-            (str(uuid.uuid4()), tenant_id, email),
-        )
-    with app.transaction():
-        app.execute("SELECT set_config('app.lookup_email', %s, true)", (email,))
-        emails = [r[0] for r in app.execute("SELECT email FROM users").fetchall()]
-        assert emails == [email]
-        # The lookup key opens nothing else.
-        assert app.execute("SELECT count(*) FROM tenants").fetchone() == (0,)
+def test_a_lookup_admits_exactly_the_named_row_and_nothing_else(
+    admin: Conn, app: Conn, two_tenants: tuple[Seeded, Seeded]
+) -> None:
+    a, b = two_tenants
+    tables = [table.name for table in tenant_tables(admin)]
+    for table, policy, _, qual, _ in _lookup_policies(admin):
+        match = _LOOKUP_POLICY.match(qual)
+        assert match is not None, qual
+        column, lookup = match[1], match[2]
+        key = sql.Identifier(column)
+        with app.transaction(force_rollback=True):
+            app.execute(
+                "SELECT set_config(%s, %s, true)", (f"app.lookup_{lookup}", a.rows[table][column])
+            )
+            seen = app.execute(
+                sql.SQL("SELECT {} FROM {}").format(key, sql.Identifier(table))
+            ).fetchall()
+            assert seen == [(a.rows[table][column],)], f"{policy} admitted {seen}"
+            # The key opens nothing else: not B's row, not other tables, and no writes.
+            for other in tables:
+                if other != table:
+                    assert _count(app, other) == 0, f"{policy} opened {other}"
+            changed = app.execute(
+                sql.SQL("UPDATE {} SET {} = {}").format(sql.Identifier(table), key, key)
+            ).rowcount
+            assert changed == 0, f"{policy} let an UPDATE through"
+            removed = app.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(table))).rowcount
+            assert removed == 0, f"{policy} let a DELETE through"
+        with app.transaction(force_rollback=True):
+            app.execute("SELECT set_config(%s, '', true)", (f"app.lookup_{lookup}",))
+            assert _count(app, table) == 0, f"an empty {lookup} lookup admitted rows"
+        assert b.rows[table][column] != a.rows[table][column]

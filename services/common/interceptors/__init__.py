@@ -21,13 +21,18 @@ __all__ = [
 
 
 def default_interceptors(
-    service_name: str, *, auth: grpc.aio.ServerInterceptor | None = None
+    service_name: str,
+    *,
+    auth: grpc.aio.ServerInterceptor | None = None,
+    rate_limit: grpc.aio.ServerInterceptor | None = None,
 ) -> list[grpc.aio.ServerInterceptor]:
-    """The chain, outermost first: request context, access log, metrics, errors, then auth.
+    """The chain, outermost first: request context, access log, metrics, errors, auth, then
+    rate limits.
 
     Auth sits inside the error interceptor so that the Unauthenticated/PermissionDenied it
     raises go through the one status table like any other domain error, and inside logging and
-    metrics so that rejected calls are logged and counted with their real code.
+    metrics so that rejected calls are logged and counted with their real code. Rate limits
+    come after auth because the tenant limit needs the caller's Principal.
     """
     chain: list[grpc.aio.ServerInterceptor] = [
         RequestContextInterceptor(),
@@ -37,4 +42,6 @@ def default_interceptors(
     ]
     if auth is not None:
         chain.append(auth)
+    if rate_limit is not None:
+        chain.append(rate_limit)
     return chain

@@ -1,4 +1,9 @@
-"""Authentication interceptor: every RPC not listed as public needs a valid access token."""
+"""Authentication interceptor: every RPC not listed as public needs a valid credential.
+
+A credential is `authorization: Bearer <access token>` or `x-api-key: <API key>`, never both.
+Access tokens are verified locally (signature, claims) and then checked against the Redis
+denylist; API keys are verified against PostgreSQL (briefly cached) and their revocation marker.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +12,39 @@ from contextlib import asynccontextmanager
 
 from services.common import context as request_context
 from services.common.access_tokens import AccessTokenVerifier
-from services.common.errors import Unauthenticated
+from services.common.api_keys import ApiKeyVerifier
+from services.common.denylist import Denylist
+from services.common.errors import InvalidArgument, Unauthenticated
 from services.common.interceptors.base import Context, RpcInterceptor
 
 # Infrastructure RPCs that never carry tenant data.
 ALWAYS_PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 BEARER = "bearer "
+AUTHORIZATION = "authorization"
+API_KEY = "x-api-key"
+REVOKED = "credential has been revoked"
 
 
 class AuthInterceptor(RpcInterceptor):
-    """Reads `authorization: Bearer <jwt>`, verifies it, and sets the Principal contextvar."""
+    """Authenticates the caller and sets the Principal contextvar.
 
-    def __init__(self, verifier: AccessTokenVerifier, *, public_methods: Collection[str]) -> None:
+    `denylist` is what makes logout and key deletion take effect; every service passes one.
+    Without it (unit tests with fakes only) revocations are not seen. Without `api_keys`,
+    `x-api-key` is refused.
+    """
+
+    def __init__(
+        self,
+        verifier: AccessTokenVerifier,
+        *,
+        public_methods: Collection[str],
+        denylist: Denylist | None = None,
+        api_keys: ApiKeyVerifier | None = None,
+    ) -> None:
         self._verifier = verifier
         self._public = frozenset(public_methods)
+        self._denylist = denylist
+        self._api_keys = api_keys
 
     def _is_public(self, method: str) -> bool:
         return method in self._public or method.startswith(ALWAYS_PUBLIC_PREFIXES)
@@ -33,12 +57,42 @@ class AuthInterceptor(RpcInterceptor):
         yield
 
     async def _authenticate(self, context: Context) -> None:
-        metadata = {key: value for key, value in (context.invocation_metadata() or ())}
-        header = metadata.get("authorization")
-        if not isinstance(header, str) or not header:
-            raise Unauthenticated("authentication required: send authorization: Bearer <token>")
+        headers: dict[str, list[str]] = {AUTHORIZATION: [], API_KEY: []}
+        for key, value in context.invocation_metadata() or ():
+            if key in headers and isinstance(value, str):
+                headers[key].append(value)
+        for name, values in headers.items():
+            if len(values) > 1:
+                raise InvalidArgument(name, "send this header once")
+        authorization = headers[AUTHORIZATION][0] if headers[AUTHORIZATION] else ""
+        api_key = headers[API_KEY][0] if headers[API_KEY] else ""
+        if authorization and api_key:
+            # RFC 6750 §2: one request, one way of presenting credentials.
+            raise InvalidArgument(API_KEY, "send either authorization or x-api-key, not both")
+        if api_key:
+            await self._authenticate_api_key(api_key.strip())
+        elif authorization:
+            await self._authenticate_bearer(authorization)
+        else:
+            raise Unauthenticated(
+                "authentication required: send authorization: Bearer <token> or x-api-key"
+            )
+
+    async def _authenticate_bearer(self, header: str) -> None:
         if not header.lower().startswith(BEARER):
             raise Unauthenticated("authorization must use the Bearer scheme")
         principal = await self._verifier.verify(header[len(BEARER) :].strip())
+        if self._denylist is not None and await self._denylist.contains(principal.token_id):
+            raise Unauthenticated(REVOKED)
         request_context.set_principal(principal)
         request_context.authorization.set(header)
+
+    async def _authenticate_api_key(self, key: str) -> None:
+        if self._api_keys is None:
+            raise Unauthenticated("API keys are not accepted by this service")
+        principal = await self._api_keys.verify(key)
+        if self._denylist is not None and await self._denylist.contains_api_key(
+            principal.api_key_id
+        ):
+            raise Unauthenticated(REVOKED)
+        request_context.set_principal(principal)
