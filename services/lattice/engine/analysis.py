@@ -31,7 +31,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from services.lattice.engine.field import BYTES_PER_VERTEX, FIELD_DTYPE, Field
+from services.lattice.engine.field import BYTES_PER_VERTEX, FIELD_DTYPE, OPEN_LIMIT, Field
 from services.lattice.engine.geometry import Grid
 from services.lattice.engine.memory import WorkingMemory
 
@@ -116,7 +116,7 @@ def analyze(grid: Grid, field: Field) -> Analysis:
 # exponent is not all ones (which would make it inf or NaN): its bits are below 0x7F800000.
 # Searches read a bitset of the open vertices not reached yet (V/8 bytes, cache-resident for a
 # 2**24 lattice) rather than the field and a visited array, and clear bits as they reach them.
-_OPEN_LIMIT = np.uint32(0x7F80_0000)
+_OPEN_LIMIT = OPEN_LIMIT
 
 
 @numba.njit(cache=True)

@@ -10,6 +10,9 @@ FIELD_DTYPE = np.dtype("<f4")
 BYTES_PER_VERTEX = FIELD_DTYPE.itemsize
 SIGN_BIT = np.uint32(0x8000_0000)
 EXPONENT_MASK = np.uint32(0x7F80_0000)
+# A vertex is open exactly when its raw bits, read as an unsigned integer, are below this: the
+# sign bit is clear and the exponent is not all ones (inf/NaN). Kernels compare against it.
+OPEN_LIMIT = np.uint32(0x7F80_0000)
 
 Field = npt.NDArray[np.float32]
 

@@ -1,0 +1,488 @@
+"""Compute backends behind one interface, and the Router that picks CPU or GPU for each call.
+
+The lattice service calls a `ComputeBackend`; in production that is a `Router` over the CPU
+worker pool (cpu_pool.py) and, where a device is present, the CuPy backend (gpu.py).
+
+Routing (`Router.choose`), in order:
+
+1. COMPUTE_DEVICE=cpu, no usable GPU, or an op the GPU backend does not implement -> CPU.
+2. The GPU must have the op's memory need (`GpuDevice.memory_need`, times `memory_headroom`)
+   free, counting the CuPy pool's cap -> else CPU.
+3. COMPUTE_DEVICE=gpu -> GPU. COMPUTE_DEVICE=auto -> GPU only from the op kind's vertex
+   threshold up (`CostModel`): below it, a kernel launch per BFS level and two PCIe copies of the
+   field cost more than the CPU spends on the whole job.
+
+A GPU run that fails (out of memory, a CUDA or compile error, anything but a domain error or a
+deadline) is retried on the CPU within the same deadline; the outcome's `device` says which ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol, TypeVar
+
+from services.common.config import ConfigError, env_int, env_str
+from services.common.errors import DeadlineExceeded
+from services.lattice.engine.analysis import Analysis
+from services.lattice.engine.cpu_pool import (
+    AnalyzeJob,
+    CpuPool,
+    FieldLike,
+    FillJob,
+    Lane,
+    PathJob,
+    TransformJob,
+)
+from services.lattice.engine.field import Field
+from services.lattice.engine.fills import Fill, RandomFill, check_fill, make_field
+from services.lattice.engine.geometry import Grid
+from services.lattice.engine.paths import Algorithm, Cost, PathResult
+from services.lattice.engine.transforms import TransformOp, validate
+
+logger = logging.getLogger(__name__)
+
+Device = Literal["cpu", "gpu"]
+DeviceMode = Literal["auto", "cpu", "gpu"]
+WorkKind = Literal["fill", "transform", "path", "analysis"]
+DEVICE_MODES: tuple[DeviceMode, ...] = ("auto", "cpu", "gpu")
+_DEVICE_MODE_BY_NAME: dict[str, DeviceMode] = {mode: mode for mode in DEVICE_MODES}
+
+# Lattices up to this many vertices are LIGHT work: every op on them is short (a 256 KiB field).
+LIGHT_VERTICES = 1 << 16
+
+_T = TypeVar("_T")
+# GpuFailure reasons that are routine (the CPU handles such inputs), not faults.
+_DECLINED = frozenset({"declined", "unsupported", "insufficient_memory"})
+
+
+@dataclass(frozen=True)
+class FieldOutcome:
+    """A new field, where it was made, and how long that took."""
+
+    field: Field
+    device: Device
+    elapsed_ms: float
+
+
+@dataclass(frozen=True)
+class TransformOutcome:
+    """The transformed field (a new array; the caller's input is never written), the op that
+    undoes the transform, the device that ran it and its time."""
+
+    field: Field
+    inverse: TransformOp
+    device: Device
+    elapsed_ms: float
+
+
+@dataclass(frozen=True)
+class PathOutcome:
+    """The engine's PathResult, the device that found it and its time."""
+
+    result: PathResult
+    device: Device
+    elapsed_ms: float
+
+
+@dataclass(frozen=True)
+class AnalysisOutcome:
+    """The engine's Analysis, the device that ran it and its time."""
+
+    analysis: Analysis
+    device: Device
+    elapsed_ms: float
+
+
+class ComputeBackend(Protocol):
+    """What the lattice service calls. Every method is a coroutine that never blocks the event
+    loop; `deadline_s` is the time left (gRPC's `context.time_remaining()`), None for none.
+
+    `elapsed_ms` counts from when a device (a worker process or the GPU) took the job until its
+    result was back, copies of the field included and time spent waiting in a queue excluded.
+    Errors: the engine's domain errors (InvalidArgument, NotFound, FailedPrecondition),
+    DeadlineExceeded, ResourceExhausted (queue full), Unavailable (a worker died; retry).
+    """
+
+    async def make_field(
+        self, grid: Grid, fill: Fill, *, deadline_s: float | None = None
+    ) -> FieldOutcome: ...
+
+    async def transform(
+        self, grid: Grid, field: FieldLike, op: TransformOp, *, deadline_s: float | None = None
+    ) -> TransformOutcome: ...
+
+    async def find_path(
+        self,
+        grid: Grid,
+        field: FieldLike,
+        start: Sequence[int],
+        end: Sequence[int],
+        algorithm: Algorithm = Algorithm.AUTO,
+        cost: Cost = Cost.UNIT,
+        *,
+        blocked_count: int | None = None,
+        deadline_s: float | None = None,
+    ) -> PathOutcome: ...
+
+    async def analyze(
+        self, grid: Grid, field: FieldLike, *, deadline_s: float | None = None
+    ) -> AnalysisOutcome: ...
+
+
+@dataclass(frozen=True)
+class Work:
+    """What the Router needs to know about a call to route it."""
+
+    kind: WorkKind
+    vertices: int
+    op: TransformOp | None = None
+    fill: Fill | None = None
+    algorithm: Algorithm = Algorithm.AUTO
+    cost: Cost = Cost.UNIT
+    blocked_count: int | None = None
+
+
+class GpuFailure(Exception):
+    """A GPU run failed in a way the CPU can cover: out of memory, a CUDA or compile error, or
+    an input the GPU kernels decline. `reason` is a short label for logs and metrics."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+class GpuDevice(ComputeBackend, Protocol):
+    """The GPU backend as the Router sees it (gpu.GpuBackend). Its compute methods raise
+    GpuFailure for anything the CPU should retry."""
+
+    def supports(self, work: Work) -> bool:
+        """Whether the GPU kernels implement this work at all."""
+        ...
+
+    def memory_need(self, work: Work) -> int:
+        """Device bytes the work allocates at its peak."""
+        ...
+
+    def free_bytes(self) -> int:
+        """Device bytes a job may allocate now: free memory, within the pool's cap."""
+        ...
+
+    def memory_in_use_bytes(self) -> int:
+        """Bytes the CuPy memory pool holds for live arrays (for metrics)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """From how many vertices the GPU pays off, per kind of work (COMPUTE_DEVICE=auto).
+
+    Starting points until measured on a device (docs/performance.md): below these the CPU wins
+    because the field crosses PCIe twice (~25 GB/s, as fast as a CPU pass over it) and every BFS
+    level or relaxation round costs a kernel launch plus a 4-byte read-back (~20 us).
+    """
+
+    transform_vertices: int = 1 << 22  # memory-bound: only the big permutations gain
+    fill_vertices: int = 1 << 20  # a hash per vertex: compute-bound, the GPU's strength
+    bfs_vertices: int = 1 << 18
+    shortest_path_vertices: int = 1 << 20
+    memory_headroom: float = 1.25
+
+    def threshold(self, work: Work) -> int:
+        if work.kind == "transform":
+            return self.transform_vertices
+        if work.kind == "fill":
+            return self.fill_vertices
+        if work.kind == "path" and work.cost is Cost.UNIT:
+            return self.bfs_vertices
+        if work.kind == "path":
+            return self.shortest_path_vertices
+        return sys.maxsize
+
+
+@dataclass(frozen=True)
+class ComputeConfig:
+    """Compute settings, read once at start-up (docs/operations/configuration.md)."""
+
+    device: DeviceMode = "auto"  # COMPUTE_DEVICE
+    workers: int = 1  # COMPUTE_WORKERS, default: the CPUs this process may run on
+    light_workers: int = 0  # COMPUTE_LIGHT_WORKERS, default 1 when workers >= 2
+    max_queue: int = 2  # COMPUTE_MAX_QUEUE, default 2 x workers
+    light_vertices: int = LIGHT_VERTICES  # COMPUTE_LIGHT_VERTICES
+    gpu_memory_limit_bytes: int | None = None  # GPU_MEMORY_LIMIT_BYTES, default 80% of device
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ComputeConfig:
+        device = env_str("COMPUTE_DEVICE", "auto", environ=environ).strip().lower()
+        if device not in DEVICE_MODES:
+            raise ConfigError(
+                f"environment variable COMPUTE_DEVICE={device!r} must be auto|cpu|gpu"
+            )
+        workers = env_int("COMPUTE_WORKERS", _available_cpus(), environ=environ)
+        if workers < 1:
+            raise ConfigError("environment variable COMPUTE_WORKERS must be at least 1")
+        light = env_int("COMPUTE_LIGHT_WORKERS", 1 if workers >= 2 else 0, environ=environ)
+        if not 0 <= light < workers:
+            raise ConfigError(
+                "environment variable COMPUTE_LIGHT_WORKERS must be 0 to COMPUTE_WORKERS - 1"
+            )
+        max_queue = env_int("COMPUTE_MAX_QUEUE", 2 * workers, environ=environ)
+        if max_queue < 0:
+            raise ConfigError("environment variable COMPUTE_MAX_QUEUE must be at least 0")
+        light_vertices = env_int("COMPUTE_LIGHT_VERTICES", LIGHT_VERTICES, environ=environ)
+        limit = env_int("GPU_MEMORY_LIMIT_BYTES", 0, environ=environ)
+        if limit < 0:
+            raise ConfigError("environment variable GPU_MEMORY_LIMIT_BYTES must be at least 0")
+        return cls(
+            device=_DEVICE_MODE_BY_NAME[device],
+            workers=workers,
+            light_workers=light,
+            max_queue=max_queue,
+            light_vertices=light_vertices,
+            gpu_memory_limit_bytes=limit or None,
+        )
+
+
+def _available_cpus() -> int:
+    # A container's CPU set, not the host's count, where the platform says.
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+class CpuBackend:
+    """The engine on the CPU worker pool; small lattices go to the pool's light lane."""
+
+    def __init__(self, pool: CpuPool, *, light_vertices: int = LIGHT_VERTICES) -> None:
+        self.pool = pool
+        self.light_vertices = light_vertices
+
+    def lane(self, work: Work) -> Lane:
+        closed_form = (
+            work.kind == "path"
+            and work.algorithm is Algorithm.AUTO
+            and work.cost is Cost.UNIT
+            and work.blocked_count == 0
+        )
+        return Lane.LIGHT if work.vertices <= self.light_vertices or closed_form else Lane.HEAVY
+
+    async def make_field(
+        self, grid: Grid, fill: Fill, *, deadline_s: float | None = None
+    ) -> FieldOutcome:
+        vertices = grid.vertex_count
+        if not isinstance(fill, RandomFill):
+            # A constant or a copy of the caller's bytes: memory speed, not worth a worker.
+            started = time.perf_counter()
+            field = await asyncio.to_thread(make_field, grid, fill)
+            return FieldOutcome(field, "cpu", (time.perf_counter() - started) * 1000)
+        lane = self.lane(Work("fill", vertices, fill=fill))
+        outcome = await self.pool.run(
+            FillJob(grid, fill), None, vertices=vertices, lane=lane, deadline_s=deadline_s
+        )
+        assert outcome.field is not None
+        return FieldOutcome(outcome.field, "cpu", outcome.elapsed_ms)
+
+    async def transform(
+        self, grid: Grid, field: FieldLike, op: TransformOp, *, deadline_s: float | None = None
+    ) -> TransformOutcome:
+        vertices = grid.vertex_count
+        outcome = await self.pool.run(
+            TransformJob(grid, op),
+            field,
+            vertices=vertices,
+            lane=self.lane(Work("transform", vertices, op=op)),
+            deadline_s=deadline_s,
+        )
+        assert outcome.field is not None
+        return TransformOutcome(outcome.field, outcome.value, "cpu", outcome.elapsed_ms)
+
+    async def find_path(
+        self,
+        grid: Grid,
+        field: FieldLike,
+        start: Sequence[int],
+        end: Sequence[int],
+        algorithm: Algorithm = Algorithm.AUTO,
+        cost: Cost = Cost.UNIT,
+        *,
+        blocked_count: int | None = None,
+        deadline_s: float | None = None,
+    ) -> PathOutcome:
+        vertices = grid.vertex_count
+        work = Work("path", vertices, algorithm=algorithm, cost=cost, blocked_count=blocked_count)
+        job = PathJob(grid, tuple(start), tuple(end), algorithm, cost, blocked_count)
+        outcome = await self.pool.run(
+            job, field, vertices=vertices, lane=self.lane(work), deadline_s=deadline_s
+        )
+        return PathOutcome(outcome.value, "cpu", outcome.elapsed_ms)
+
+    async def analyze(
+        self, grid: Grid, field: FieldLike, *, deadline_s: float | None = None
+    ) -> AnalysisOutcome:
+        vertices = grid.vertex_count
+        outcome = await self.pool.run(
+            AnalyzeJob(grid),
+            field,
+            vertices=vertices,
+            lane=self.lane(Work("analysis", vertices)),
+            deadline_s=deadline_s,
+        )
+        return AnalysisOutcome(outcome.value, "cpu", outcome.elapsed_ms)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+
+class Router:
+    """A ComputeBackend that sends each call to the GPU or the CPU (see the module docstring)."""
+
+    def __init__(
+        self,
+        cpu: CpuBackend,
+        gpu: GpuDevice | None = None,
+        *,
+        mode: DeviceMode = "auto",
+        model: CostModel | None = None,
+    ) -> None:
+        if mode not in DEVICE_MODES:
+            raise ValueError(f"mode must be one of {DEVICE_MODES}")
+        self.cpu = cpu
+        self.gpu = gpu
+        self.mode = mode
+        self.model = model or CostModel()
+        if mode == "gpu" and gpu is None:
+            logger.warning("COMPUTE_DEVICE=gpu but no usable GPU was found; running on the CPU")
+
+    def choose(self, work: Work) -> Device:
+        """The device this work should run on; pure apart from reading GPU free memory."""
+        gpu = self.gpu
+        if self.mode == "cpu" or gpu is None or not gpu.supports(work):
+            return "cpu"
+        if self.mode == "auto" and work.vertices < self.model.threshold(work):
+            return "cpu"
+        if gpu.memory_need(work) * self.model.memory_headroom > gpu.free_bytes():
+            return "cpu"
+        return "gpu"
+
+    def gpu_memory_in_use_bytes(self) -> int | None:
+        """Bytes of GPU memory in use by this process's arrays, None without a GPU (metrics)."""
+        return None if self.gpu is None else self.gpu.memory_in_use_bytes()
+
+    async def make_field(
+        self, grid: Grid, fill: Fill, *, deadline_s: float | None = None
+    ) -> FieldOutcome:
+        check_fill(grid, fill)
+        work = Work("fill", grid.vertex_count, fill=fill)
+        return await self._route(
+            work,
+            deadline_s,
+            lambda backend, left: backend.make_field(grid, fill, deadline_s=left),
+        )
+
+    async def transform(
+        self, grid: Grid, field: FieldLike, op: TransformOp, *, deadline_s: float | None = None
+    ) -> TransformOutcome:
+        validate(grid, op)
+        work = Work("transform", grid.vertex_count, op=op)
+        return await self._route(
+            work,
+            deadline_s,
+            lambda backend, left: backend.transform(grid, field, op, deadline_s=left),
+        )
+
+    async def find_path(
+        self,
+        grid: Grid,
+        field: FieldLike,
+        start: Sequence[int],
+        end: Sequence[int],
+        algorithm: Algorithm = Algorithm.AUTO,
+        cost: Cost = Cost.UNIT,
+        *,
+        blocked_count: int | None = None,
+        deadline_s: float | None = None,
+    ) -> PathOutcome:
+        work = Work(
+            "path", grid.vertex_count, algorithm=algorithm, cost=cost, blocked_count=blocked_count
+        )
+        return await self._route(
+            work,
+            deadline_s,
+            lambda backend, left: backend.find_path(
+                grid,
+                field,
+                start,
+                end,
+                algorithm,
+                cost,
+                blocked_count=blocked_count,
+                deadline_s=left,
+            ),
+        )
+
+    async def analyze(
+        self, grid: Grid, field: FieldLike, *, deadline_s: float | None = None
+    ) -> AnalysisOutcome:
+        work = Work("analysis", grid.vertex_count)
+        return await self._route(
+            work, deadline_s, lambda backend, left: backend.analyze(grid, field, deadline_s=left)
+        )
+
+    async def close(self) -> None:
+        await self.cpu.close()
+        if self.gpu is not None:
+            await self.gpu.close()
+
+    async def _route(
+        self,
+        work: Work,
+        deadline_s: float | None,
+        call: Callable[[ComputeBackend, float | None], Awaitable[_T]],
+    ) -> _T:
+        deadline = None if deadline_s is None else time.monotonic() + deadline_s
+        if self.gpu is not None and self.choose(work) == "gpu":
+            try:
+                return await call(self.gpu, _remaining(deadline))
+            except GpuFailure as failure:
+                level = logging.INFO if failure.reason in _DECLINED else logging.WARNING
+                logger.log(
+                    level,
+                    "GPU %s of %d vertices: %s; running it on the CPU",
+                    work.kind,
+                    work.vertices,
+                    failure,
+                )
+        return await call(self.cpu, _remaining(deadline))
+
+
+def _remaining(deadline: float | None) -> float | None:
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise DeadlineExceeded("the computation did not finish before the deadline")
+    return left
+
+
+async def open_compute(config: ComputeConfig) -> Router:
+    """Starts the CPU pool (workers warmed up) and, unless COMPUTE_DEVICE=cpu, probes the GPU."""
+    pool = CpuPool(
+        workers=config.workers, light_workers=config.light_workers, max_queue=config.max_queue
+    )
+    await pool.start()
+    gpu: GpuDevice | None = None
+    if config.device != "cpu":
+        from services.lattice.engine.gpu import GpuBackend
+
+        # Compiling the kernels takes seconds: not on the event loop.
+        gpu = await asyncio.to_thread(
+            GpuBackend.probe, memory_limit_bytes=config.gpu_memory_limit_bytes
+        )
+    return Router(CpuBackend(pool, light_vertices=config.light_vertices), gpu, mode=config.device)

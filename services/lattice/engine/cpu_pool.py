@@ -1,0 +1,780 @@
+"""CPU worker processes for the engine: shared-memory fields, a bounded queue, killable deadlines.
+
+Design (README.md in this folder has the long form):
+
+- Workers are our own processes (forkserver, else spawn: never a fork of a process that runs
+  gRPC threads), one duplex pipe each. A job that outlives its deadline, or whose caller is
+  cancelled, cannot be interrupted inside a numba kernel, so its worker is killed (SIGKILL) and
+  replaced; the other workers never notice.
+- A field travels through one POSIX shared-memory segment per job: the parent creates it, copies
+  the field in once, sends the segment's name and length; the worker maps it and works in place.
+  The parent unlinks it in `finally` whatever happened (result, error, deadline, cancellation,
+  worker crash); workers never register segments with the resource tracker, so only the parent
+  owns them, and if the parent itself dies the tracker unlinks what is left.
+- Lanes: `light_workers` workers are reserved for LIGHT jobs (small lattices, closed forms); the
+  others take any job, oldest first. A heavy burst therefore never delays a light request by more
+  than one light job, and light jobs spill over onto idle heavy workers.
+- At most `max_queue` jobs wait for a worker; one more raises ResourceExhausted at once.
+- Each worker warms the numba kernels up (from the on-disk cache) before it takes work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import itertools
+import logging
+import multiprocessing
+import os
+import pickle
+import secrets
+import signal
+import sys
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from multiprocessing import resource_tracker
+from multiprocessing.connection import Connection
+from multiprocessing.context import ForkServerContext, SpawnContext
+from multiprocessing.process import BaseProcess
+from multiprocessing.shared_memory import SharedMemory
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
+
+import numpy as np
+
+from services.common import errors
+from services.common.errors import DeadlineExceeded, DomainError, ResourceExhausted, Unavailable
+from services.lattice.engine.analysis import Analysis, analyze
+from services.lattice.engine.field import FIELD_DTYPE, Field
+from services.lattice.engine.fills import Fill, RandomFill, make_field
+from services.lattice.engine.geometry import Grid
+from services.lattice.engine.paths import Algorithm, Cost, PathResult, find_path
+from services.lattice.engine.transforms import (
+    Denormalize,
+    Flip,
+    Normalize,
+    Offset,
+    Rotate,
+    Scale,
+    TransformOp,
+    Xor,
+    apply_transform,
+)
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+FieldLike = Field | bytes | bytearray | memoryview
+FieldMode = Literal["read", "write", "fill"]
+
+# Copies of fields at least this large run in a thread, so the event loop never stalls on them.
+THREAD_COPY_BYTES = 1 << 20
+START_TIMEOUT_S = 600.0
+_RESPAWN_BACKOFF_S = (0.5, 30.0)
+_READY = "ready"
+
+
+class Lane(enum.Enum):
+    """LIGHT jobs may use the reserved workers; HEAVY jobs only the shared ones."""
+
+    LIGHT = "light"
+    HEAVY = "heavy"
+
+
+class Job(Protocol[T_co]):
+    """Work for a worker process: picklable, with `run` executed there on the mapped field."""
+
+    field_mode: ClassVar[FieldMode]
+
+    def run(self, field: Field) -> T_co: ...
+
+
+@dataclass(frozen=True)
+class TransformJob:
+    """`apply_transform` in place on the segment; the result is the inverse op."""
+
+    field_mode: ClassVar[FieldMode] = "write"
+    grid: Grid
+    op: TransformOp
+
+    def run(self, field: Field) -> TransformOp:
+        return apply_transform(self.grid, field, self.op)
+
+
+@dataclass(frozen=True)
+class AnalyzeJob:
+    """`analyze` on the segment (read only)."""
+
+    field_mode: ClassVar[FieldMode] = "read"
+    grid: Grid
+
+    def run(self, field: Field) -> Analysis:
+        return analyze(self.grid, field)
+
+
+@dataclass(frozen=True)
+class FillJob:
+    """`make_field` written straight into the segment (nothing is copied in)."""
+
+    field_mode: ClassVar[FieldMode] = "fill"
+    grid: Grid
+    fill: Fill
+
+    def run(self, field: Field) -> None:
+        make_field(self.grid, self.fill, out=field)
+
+
+@dataclass(frozen=True)
+class PathJob:
+    """`find_path` on the segment; CATALYTIC borrows it and restores it before returning."""
+
+    field_mode: ClassVar[FieldMode] = "read"
+    grid: Grid
+    start: tuple[int, ...]
+    end: tuple[int, ...]
+    algorithm: Algorithm
+    cost: Cost
+    blocked_count: int | None = None
+
+    def run(self, field: Field) -> PathResult:
+        return find_path(
+            self.grid,
+            field,
+            self.start,
+            self.end,
+            algorithm=self.algorithm,
+            cost=self.cost,
+            blocked_count=self.blocked_count,
+        )
+
+
+# Test hooks: jobs that misbehave like a crashing or never-ending kernel. A pool refuses them
+# unless it was built with test_hooks=True.
+
+
+@dataclass(frozen=True)
+class CrashJob:
+    """Ends the worker process abruptly (as a segfault or the OOM killer would)."""
+
+    field_mode: ClassVar[FieldMode] = "read"
+    exit_code: int = 70
+
+    def run(self, field: Field) -> None:
+        os._exit(self.exit_code)
+
+
+@dataclass(frozen=True)
+class SpinJob:
+    """Burns a core for `seconds` without ever yielding, like a long numba kernel."""
+
+    field_mode: ClassVar[FieldMode] = "read"
+    seconds: float
+
+    def run(self, field: Field) -> int:
+        end = time.monotonic() + self.seconds
+        while time.monotonic() < end:
+            pass
+        return os.getpid()
+
+
+_TEST_JOBS = (CrashJob, SpinJob)
+
+
+@dataclass(frozen=True)
+class JobOutcome(Generic[T]):
+    """What a job returned, the field as it left it (write/fill jobs), and its timings."""
+
+    value: T
+    field: Field | None
+    elapsed_ms: float  # worker assigned -> result back: copies in and out, IPC and compute
+    compute_ms: float  # the job's own run time, measured inside the worker
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    """A snapshot for metrics: workers alive and ready, jobs running and waiting."""
+
+    workers: int
+    ready: int
+    busy: int
+    waiting: int
+    max_queue: int
+
+
+class WorkerError(RuntimeError):
+    """A job failed inside a worker with an unexpected (non-domain) exception."""
+
+    def __init__(self, kind: str, message: str, remote_traceback: str) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.remote_traceback = remote_traceback
+
+
+class CpuPool:
+    """Worker processes behind an asyncio interface; `await start()`, then `run(...)`."""
+
+    def __init__(
+        self,
+        *,
+        workers: int,
+        light_workers: int | None = None,
+        max_queue: int | None = None,
+        start_method: Literal["forkserver", "spawn"] | None = None,
+        warm_up: bool = True,
+        test_hooks: bool = False,
+    ) -> None:
+        if workers < 1:
+            raise ValueError("a pool needs at least one worker")
+        if light_workers is None:
+            light_workers = 1 if workers >= 2 else 0
+        if not 0 <= light_workers < workers:
+            raise ValueError("light_workers must leave at least one worker for heavy jobs")
+        self.workers = workers
+        self.light_workers = light_workers
+        self.max_queue = 2 * workers if max_queue is None else max_queue
+        if self.max_queue < 0:
+            raise ValueError("max_queue must be >= 0")
+        if start_method is None:
+            methods = multiprocessing.get_all_start_methods()
+            start_method = "forkserver" if "forkserver" in methods else "spawn"
+        if start_method not in ("forkserver", "spawn"):
+            # A fork of a process running gRPC threads can deadlock in the child.
+            raise ValueError(f"start_method must be forkserver or spawn, not {start_method!r}")
+        self._context: ForkServerContext | SpawnContext
+        if start_method == "forkserver":
+            self._context = multiprocessing.get_context("forkserver")
+            # Workers fork from a server that has numpy, numba and the engine imported already.
+            self._context.set_forkserver_preload([__name__])
+        else:
+            self._context = multiprocessing.get_context("spawn")
+        self._warm_up = warm_up
+        self._test_hooks = test_hooks
+        # Our segments' names start with this, so a leak is attributable (and testable).
+        self.segment_prefix = f"lat{os.getpid()}{secrets.token_hex(2)}_"
+        self._segment_numbers = itertools.count()
+        self._job_ids = itertools.count()
+        self._slots: list[_Worker | None] = [None] * workers
+        self._waiting: deque[_Waiter] = deque()
+        self._background: set[asyncio.Task[None]] = set()
+        self._idle_changed = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._closed = asyncio.Event()
+        self._started = False
+        self._closing = False
+        self._failures = 0
+
+    # Life cycle
+
+    async def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Starts every worker and waits until all have warmed up; raises if one cannot."""
+        if self._started:
+            return
+        self._started = True
+        try:
+            await asyncio.gather(*(self._spawn(slot) for slot in range(self.workers)))
+            async with asyncio.timeout(timeout_s):
+                while not all(w is not None and w.ready for w in self._slots):
+                    if self._failures:
+                        raise RuntimeError("a compute worker exited while starting; see logs")
+                    self._idle_changed.clear()
+                    await self._idle_changed.wait()
+        except BaseException:
+            await self.close(grace_s=0)
+            raise
+
+    async def close(self, grace_s: float = 10.0) -> None:
+        """Refuses new jobs, fails waiting ones, lets running ones finish for `grace_s`, stops
+        every worker and waits for their processes to end."""
+        if self._closing:
+            await self._closed.wait()
+            return
+        self._closing = True
+        self._stopping.set()
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.future.done():
+                waiter.future.set_exception(Unavailable("the compute pool is shutting down"))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace_s):
+                while any(w is not None and w.busy and not w.dead for w in self._slots):
+                    self._idle_changed.clear()
+                    await self._idle_changed.wait()
+        for worker in self._slots:
+            if worker is None or worker.dead:
+                continue
+            if worker.busy or not worker.ready:
+                self._retire(worker, kill=True)
+            else:
+                with contextlib.suppress(OSError):
+                    worker.conn.send(None)  # Asks it to leave its loop.
+                self._retire(worker, kill=False)
+        # Each retired process has one reaper task; none respawns while closing.
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        self._closed.set()
+
+    async def __aenter__(self) -> CpuPool:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def stats(self) -> PoolStats:
+        alive = [w for w in self._slots if w is not None and not w.dead]
+        return PoolStats(
+            workers=len(alive),
+            ready=sum(w.ready for w in alive),
+            busy=sum(w.busy for w in alive),
+            waiting=len(self._waiting),
+            max_queue=self.max_queue,
+        )
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the live workers (for metrics and tests)."""
+        return [
+            w.process.pid
+            for w in self._slots
+            if w is not None and not w.dead and w.process.pid is not None
+        ]
+
+    # Running jobs
+
+    async def run(
+        self,
+        job: Job[T],
+        field: FieldLike | None,
+        *,
+        vertices: int,
+        lane: Lane = Lane.HEAVY,
+        deadline_s: float | None = None,
+    ) -> JobOutcome[T]:
+        """Runs `job` on a worker with `field` (V = `vertices` float32) in shared memory.
+
+        `deadline_s` is the time left (gRPC's `time_remaining()`), None for none. Raises
+        ResourceExhausted when the queue is full, DeadlineExceeded when the deadline passes
+        (the worker is killed and replaced), Unavailable when the worker dies or the pool is
+        closing, the job's own DomainError, or WorkerError for anything unexpected.
+        """
+        if self._closing or not self._started:
+            raise Unavailable("the compute pool is not running")
+        if isinstance(job, _TEST_JOBS) and not self._test_hooks:
+            raise ValueError(f"{type(job).__name__} is a test hook; this pool refuses it")
+        mode = job.field_mode
+        source = None if mode == "fill" else _as_field(field, vertices)
+        loop = asyncio.get_running_loop()
+        deadline = None if deadline_s is None else loop.time() + deadline_s
+        if deadline is not None and deadline <= loop.time():
+            raise DeadlineExceeded("the deadline passed before the computation started")
+        worker = await self._acquire(lane, deadline)
+        assigned = time.perf_counter()
+        segment: SharedMemory | None = None
+        held, sent, finished = True, False, False
+        try:
+            segment = self._create_segment(vertices)
+            if source is not None:
+                await _copy(_copy_into, source.nbytes, segment, source)
+            message = (next(self._job_ids), job, segment.name, vertices)
+            while True:
+                try:
+                    worker.conn.send(message)
+                    break
+                except OSError:
+                    # It died while idle, before its pipe's EOF reached the loop; the job has
+                    # not started, so another worker may take it.
+                    held = False
+                    self._retire(worker, kill=True)
+                    worker = await self._acquire(lane, deadline)
+                    held = True
+            reply = loop.create_future()
+            worker.reply = reply
+            sent = True
+            try:
+                async with asyncio.timeout_at(deadline):
+                    status, payload, compute_ms = await reply
+            except TimeoutError:
+                raise DeadlineExceeded(
+                    "the computation did not finish before the deadline"
+                ) from None
+            finished = True
+            if status != "ok":
+                raise _rebuild(payload)
+            nbytes = vertices * FIELD_DTYPE.itemsize
+            out = await _copy(_copy_out, nbytes, segment, vertices) if mode != "read" else None
+            elapsed_ms = (time.perf_counter() - assigned) * 1000
+            return JobOutcome(payload, out, elapsed_ms, compute_ms)
+        finally:
+            if held:
+                worker.reply = None
+                if sent and not finished:
+                    # Timed out, cancelled or crashed: the worker may still be burning a core.
+                    self._retire(worker, kill=True)
+                else:
+                    self._release(worker)
+            if segment is not None:
+                _discard_segment(segment)
+
+    def _create_segment(self, vertices: int) -> SharedMemory:
+        size = vertices * FIELD_DTYPE.itemsize
+        name = f"{self.segment_prefix}{next(self._segment_numbers)}"
+        segment = SharedMemory(name=name, create=True, size=size)
+        try:
+            _reserve(segment, size)
+        except BaseException:
+            _discard_segment(segment)
+            raise
+        return segment
+
+    # Workers and the queue
+
+    async def _acquire(self, lane: Lane, deadline: float | None) -> _Worker:
+        worker = self._idle_worker(lane)
+        if worker is not None:
+            worker.busy = True
+            return worker
+        if len(self._waiting) >= self.max_queue:
+            raise ResourceExhausted("compute queue is full", retry_after_s=1)
+        waiter = _Waiter(lane, asyncio.get_running_loop().create_future())
+        self._waiting.append(waiter)
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await waiter.future
+        except BaseException as exc:
+            with contextlib.suppress(ValueError):
+                self._waiting.remove(waiter)
+            future = waiter.future
+            if future.done() and not future.cancelled() and future.exception() is None:
+                # Handed a worker just as we gave up: give it back.
+                self._release(future.result())
+            if isinstance(exc, TimeoutError):
+                raise DeadlineExceeded(
+                    "the deadline passed while waiting for a compute worker"
+                ) from None
+            raise
+
+    def _idle_worker(self, lane: Lane) -> _Worker | None:
+        idle = [w for w in self._slots if w is not None and w.ready and not w.busy and not w.dead]
+        if lane is Lane.LIGHT:
+            # Reserved workers first, so the shared ones stay free for heavy work.
+            idle.sort(key=lambda w: not w.reserved)
+        else:
+            idle = [w for w in idle if not w.reserved]
+        return idle[0] if idle else None
+
+    def _release(self, worker: _Worker) -> None:
+        worker.busy = False
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        for waiter in list(self._waiting):
+            if waiter.future.done():
+                self._waiting.remove(waiter)
+                continue
+            worker = self._idle_worker(waiter.lane)
+            if worker is not None:
+                worker.busy = True
+                self._waiting.remove(waiter)
+                waiter.future.set_result(worker)
+        self._idle_changed.set()
+
+    async def _spawn(self, slot: int) -> None:
+        parent_end, child_end = self._context.Pipe(duplex=True)
+        process = self._context.Process(
+            target=_worker_main,
+            args=(child_end, self._warm_up),
+            name=f"lattice-compute-{slot}",
+            daemon=True,
+        )
+        worker = _Worker(slot, slot < self.light_workers, process, parent_end)
+        try:
+            # A forkserver's first start waits for its preload imports: not on the loop.
+            await _in_thread(process.start)
+        except BaseException:
+            parent_end.close()
+            if process.pid is not None:
+                with contextlib.suppress(OSError):
+                    process.kill()
+                self._track(_reap(process))
+            raise
+        finally:
+            child_end.close()
+        self._slots[slot] = worker
+        asyncio.get_running_loop().add_reader(parent_end.fileno(), self._on_readable, worker)
+        if self._closing:
+            self._retire(worker, kill=True)
+
+    def _on_readable(self, worker: _Worker) -> None:
+        try:
+            while not worker.dead and worker.conn.poll():
+                self._on_message(worker, worker.conn.recv())
+        except (EOFError, OSError):
+            self._on_exit(worker)
+
+    def _on_message(self, worker: _Worker, message: Any) -> None:
+        if message == _READY:
+            worker.ready = True
+            self._failures = 0
+            self._dispatch()
+            return
+        _, status, payload, compute_ms = message
+        if worker.reply is not None and not worker.reply.done():
+            worker.reply.set_result((status, payload, compute_ms))
+
+    def _on_exit(self, worker: _Worker) -> None:
+        if worker.dead:
+            return
+        if not worker.ready:
+            self._failures += 1
+        logger.warning(
+            "compute worker %s (pid %s) exited unexpectedly", worker.slot, worker.process.pid
+        )
+        self._retire(worker, kill=False)
+
+    def _retire(self, worker: _Worker, *, kill: bool) -> None:
+        """Takes a worker out of service (killing it first if asked) and schedules its successor."""
+        if worker.dead:
+            return
+        worker.dead = True
+        if kill:
+            with contextlib.suppress(OSError, ValueError):
+                worker.process.kill()
+        with contextlib.suppress(ValueError, OSError):
+            asyncio.get_running_loop().remove_reader(worker.conn.fileno())
+        worker.conn.close()
+        if worker.reply is not None and not worker.reply.done():
+            worker.reply.set_exception(Unavailable("a compute worker stopped; please retry"))
+        self._track(self._replace(worker))
+        self._idle_changed.set()
+
+    async def _replace(self, worker: _Worker) -> None:
+        """Reaps a retired worker's process, then (unless closing) starts its successor."""
+        await _reap(worker.process)
+        if self._failures:
+            # Workers that die while warming up would otherwise respawn in a tight loop.
+            low, high = _RESPAWN_BACKOFF_S
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(high, low * 2 ** (self._failures - 1))):
+                    await self._stopping.wait()
+        if not self._closing and self._slots[worker.slot] is worker:
+            await self._spawn(worker.slot)
+
+    def _track(self, coroutine: Any) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+@dataclass(eq=False)
+class _Worker:
+    slot: int
+    reserved: bool
+    process: BaseProcess
+    conn: Connection
+    ready: bool = False
+    busy: bool = False
+    dead: bool = False
+    reply: asyncio.Future[tuple[str, Any, float]] | None = field(default=None, repr=False)
+
+
+@dataclass(eq=False)
+class _Waiter:
+    lane: Lane
+    future: asyncio.Future[_Worker]
+
+
+async def _reap(process: BaseProcess) -> None:
+    """Waits for a process to end (killing it after a grace period), off the event loop."""
+    if process.pid is None:
+        return
+    await asyncio.to_thread(process.join, 5.0)
+    if process.exitcode is None:
+        with contextlib.suppress(OSError):
+            process.kill()
+        await asyncio.to_thread(process.join, 5.0)
+    with contextlib.suppress(ValueError):
+        process.close()
+
+
+async def _copy(function: Callable[..., T], nbytes: int, *args: Any) -> T:
+    """Runs a copy of `nbytes`: inline when small, else in a thread."""
+    if nbytes < THREAD_COPY_BYTES:
+        return function(*args)
+    return await _in_thread(function, *args)
+
+
+async def _in_thread(function: Callable[..., T], *args: Any) -> T:
+    """Runs a short blocking call in a thread. Cancellation waits for the thread to finish:
+    the buffers or processes it touches are released right after."""
+    task = asyncio.ensure_future(asyncio.to_thread(function, *args))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        while not task.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(task)
+        raise
+
+
+def _as_field(field: FieldLike | None, vertices: int) -> Field:
+    if field is None:
+        raise ValueError("this job needs a field")
+    array = field if isinstance(field, np.ndarray) else np.frombuffer(field, dtype=FIELD_DTYPE)
+    if array.dtype != FIELD_DTYPE or array.shape != (vertices,):
+        raise ValueError(f"the field must be {vertices} {FIELD_DTYPE} values")
+    return array
+
+
+def _copy_into(segment: SharedMemory, source: Field) -> None:
+    view = np.ndarray(source.shape, dtype=FIELD_DTYPE, buffer=segment.buf)
+    view[:] = source
+    del view
+
+
+def _copy_out(segment: SharedMemory, vertices: int) -> Field:
+    view = np.ndarray((vertices,), dtype=FIELD_DTYPE, buffer=segment.buf)
+    out: Field = view.copy()
+    del view
+    return out
+
+
+def _reserve(segment: SharedMemory, size: int) -> None:
+    """Allocates the segment's pages now: a full /dev/shm then fails here with ENOSPC instead of
+    killing the process with SIGBUS at the first write to a page tmpfs cannot provide."""
+    descriptor = getattr(segment, "_fd", -1)  # SharedMemory keeps its descriptor private.
+    if descriptor < 0 or not hasattr(os, "posix_fallocate"):
+        return
+    try:
+        os.posix_fallocate(descriptor, 0, size)
+    except OSError as error:
+        raise ResourceExhausted(
+            f"not enough shared memory for a {size:,}-byte field ({error.strerror})",
+            retry_after_s=1,
+        ) from None
+
+
+def _discard_segment(segment: SharedMemory) -> None:
+    with contextlib.suppress(BufferError):
+        segment.close()
+    with contextlib.suppress(FileNotFoundError):
+        segment.unlink()
+
+
+# Errors cross the pipe as data: DomainError subclasses do not all survive pickling (their
+# constructors take other arguments than `args`), and arbitrary exceptions may not pickle at all.
+
+
+def _portable(exc: BaseException) -> tuple[Any, ...]:
+    if isinstance(exc, DomainError) and getattr(errors, type(exc).__name__, None) is type(exc):
+        return ("domain", type(exc).__name__, exc.message, dict(vars(exc)))
+    text = "".join(traceback.format_exception(exc))
+    return ("internal", type(exc).__name__, str(exc), text)
+
+
+def _rebuild(payload: tuple[Any, ...]) -> Exception:
+    if payload[0] == "domain":
+        _, name, message, state = payload
+        cls = getattr(errors, name)
+        exc: Exception = cls.__new__(cls)
+        Exception.__init__(exc, message)
+        exc.__dict__.update(state)
+        return exc
+    _, kind, message, text = payload
+    logger.error("compute job failed in a worker: %s", text)
+    return WorkerError(kind, message, text)
+
+
+# The worker process.
+
+
+def _worker_main(conn: Connection, warm: bool) -> None:
+    # Ctrl-C reaches the whole process group; the parent decides when workers stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if warm:
+        warm_up()
+    conn.send(_READY)
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return  # The parent has gone.
+        if message is None:
+            return
+        job_id, job, segment_name, vertices = message
+        reply = (job_id, *_execute(job, segment_name, vertices))
+        try:
+            conn.send(reply)
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            conn.send((job_id, "error", _portable(exc), reply[3]))
+        except OSError:
+            return
+
+
+def _execute(job: Job[Any], segment_name: str, vertices: int) -> tuple[str, Any, float]:
+    started = time.perf_counter()
+    try:
+        segment = _attach(segment_name)
+    except Exception as exc:
+        return ("error", _portable(exc), (time.perf_counter() - started) * 1000)
+    try:
+        try:
+            value = job.run(np.ndarray((vertices,), dtype=FIELD_DTYPE, buffer=segment.buf))
+            result: tuple[str, Any] = ("ok", value)
+        except Exception as exc:
+            result = ("error", _portable(exc))
+    finally:
+        with contextlib.suppress(BufferError):
+            # A view kept alive by a result keeps the mapping until it is collected.
+            segment.close()
+    return (*result, (time.perf_counter() - started) * 1000)
+
+
+def _attach(name: str) -> SharedMemory:
+    """Maps a segment the parent created, without registering it with the resource tracker:
+    the parent owns (and unlinks) it, and a second registration would make the tracker warn
+    or unlink it early."""
+    if sys.version_info >= (3, 13):
+        return SharedMemory(name=name, track=False)
+    register = resource_tracker.register
+    resource_tracker.register = _no_register
+    try:
+        return SharedMemory(name=name)
+    finally:
+        resource_tracker.register = register
+
+
+def _no_register(name: Any, rtype: str) -> None:
+    return None
+
+
+def warm_up() -> None:
+    """Runs every engine kernel once on a tiny lattice so numba loads (or compiles) them now."""
+    grid = Grid.of(3, 4)
+    field = make_field(grid, RandomFill(seed=7, low=0.5, high=2.0, blocked_fraction=0.2))
+    ops: Sequence[TransformOp] = (
+        Xor(1),
+        Xor(1),
+        Rotate(0, 1, 1),
+        Flip(2),
+        Scale(2.0),
+        Offset(0.5),
+        Normalize(),
+        Denormalize(1.0, 2.0),
+    )
+    for op in ops:
+        with contextlib.suppress(DomainError):
+            apply_transform(grid, field, op)
+    analyze(grid, field)
+    analyze(grid, np.ones(grid.vertex_count, dtype=FIELD_DTYPE))
+    open_vertices = np.flatnonzero(field.view(np.uint32) < 0x7F80_0000)
+    if open_vertices.size < 2:
+        return
+    start = grid.coordinates_of(int(open_vertices[0]))
+    end = grid.coordinates_of(int(open_vertices[-1]))
+    for algorithm in Algorithm:
+        for cost in Cost:
+            with contextlib.suppress(DomainError):
+                find_path(grid, field, start, end, algorithm=algorithm, cost=cost)
