@@ -1,6 +1,7 @@
 """CPU worker processes for the engine: shared-memory fields, a bounded queue, killable deadlines.
 
-Design (README.md in this folder has the long form):
+This is the parent side; what runs inside a worker (the jobs, the message loop, warm-up) is
+cpu_worker.py. Design (README.md in this folder has the long form):
 
 - Workers are our own processes (forkserver, else spawn: never a fork of a process that runs
   gRPC threads), one duplex pipe each. A job that outlives its deadline, or whose caller is
@@ -27,56 +28,64 @@ import itertools
 import logging
 import multiprocessing
 import os
-import pickle
 import secrets
-import signal
-import sys
 import time
-import traceback
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerContext, SpawnContext
 from multiprocessing.process import BaseProcess
 from multiprocessing.shared_memory import SharedMemory
-from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import numpy as np
 
 from services.common import errors
-from services.common.errors import DeadlineExceeded, DomainError, ResourceExhausted, Unavailable
-from services.lattice.engine.analysis import Analysis, analyze
-from services.lattice.engine.field import FIELD_DTYPE, Field
-from services.lattice.engine.fills import Fill, RandomFill, make_field
-from services.lattice.engine.geometry import Grid
-from services.lattice.engine.paths import Algorithm, Cost, PathResult, find_path
-from services.lattice.engine.transforms import (
-    Denormalize,
-    Flip,
-    Normalize,
-    Offset,
-    Rotate,
-    Scale,
-    TransformOp,
-    Xor,
-    apply_transform,
+from services.common.errors import DeadlineExceeded, ResourceExhausted, Unavailable
+from services.lattice.engine.cpu_worker import (
+    PRELOAD,
+    READY,
+    TEST_JOBS,
+    AnalyzeJob,
+    CrashJob,
+    FillJob,
+    Job,
+    PathJob,
+    SpinJob,
+    TransformJob,
+    worker_main,
 )
+from services.lattice.engine.field import FIELD_DTYPE, Field
+
+# The job types are defined in cpu_worker (workers unpickle them from there); callers that build
+# a pool import them from here, with it.
+__all__ = [
+    "AnalyzeJob",
+    "CpuPool",
+    "CrashJob",
+    "FieldLike",
+    "FillJob",
+    "Job",
+    "JobOutcome",
+    "Lane",
+    "PathJob",
+    "PoolStats",
+    "SpinJob",
+    "TransformJob",
+    "WorkerError",
+]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-T_co = TypeVar("T_co", covariant=True)
 
 FieldLike = Field | bytes | bytearray | memoryview
-FieldMode = Literal["read", "write", "fill"]
 
 # Copies of fields at least this large run in a thread, so the event loop never stalls on them.
 THREAD_COPY_BYTES = 1 << 20
 START_TIMEOUT_S = 600.0
 _RESPAWN_BACKOFF_S = (0.5, 30.0)
-_READY = "ready"
 
 
 class Lane(enum.Enum):
@@ -84,105 +93,6 @@ class Lane(enum.Enum):
 
     LIGHT = "light"
     HEAVY = "heavy"
-
-
-class Job(Protocol[T_co]):
-    """Work for a worker process: picklable, with `run` executed there on the mapped field."""
-
-    field_mode: ClassVar[FieldMode]
-
-    def run(self, field: Field) -> T_co: ...
-
-
-@dataclass(frozen=True)
-class TransformJob:
-    """`apply_transform` in place on the segment; the result is the inverse op."""
-
-    field_mode: ClassVar[FieldMode] = "write"
-    grid: Grid
-    op: TransformOp
-
-    def run(self, field: Field) -> TransformOp:
-        return apply_transform(self.grid, field, self.op)
-
-
-@dataclass(frozen=True)
-class AnalyzeJob:
-    """`analyze` on the segment (read only)."""
-
-    field_mode: ClassVar[FieldMode] = "read"
-    grid: Grid
-
-    def run(self, field: Field) -> Analysis:
-        return analyze(self.grid, field)
-
-
-@dataclass(frozen=True)
-class FillJob:
-    """`make_field` written straight into the segment (nothing is copied in)."""
-
-    field_mode: ClassVar[FieldMode] = "fill"
-    grid: Grid
-    fill: Fill
-
-    def run(self, field: Field) -> None:
-        make_field(self.grid, self.fill, out=field)
-
-
-@dataclass(frozen=True)
-class PathJob:
-    """`find_path` on the segment; CATALYTIC borrows it and restores it before returning."""
-
-    field_mode: ClassVar[FieldMode] = "read"
-    grid: Grid
-    start: tuple[int, ...]
-    end: tuple[int, ...]
-    algorithm: Algorithm
-    cost: Cost
-    blocked_count: int | None = None
-
-    def run(self, field: Field) -> PathResult:
-        return find_path(
-            self.grid,
-            field,
-            self.start,
-            self.end,
-            algorithm=self.algorithm,
-            cost=self.cost,
-            blocked_count=self.blocked_count,
-        )
-
-
-# Test hooks: jobs that misbehave like a crashing or never-ending kernel. A pool refuses them
-# unless it was built with test_hooks=True.
-
-
-@dataclass(frozen=True)
-class CrashJob:
-    """Ends the worker process abruptly (as a segfault or the OOM killer would)."""
-
-    field_mode: ClassVar[FieldMode] = "read"
-    exit_code: int = 70
-
-    def run(self, field: Field) -> None:
-        os._exit(self.exit_code)
-
-
-@dataclass(frozen=True)
-class SpinJob:
-    """Burns a core for `seconds` without ever yielding, like a long numba kernel."""
-
-    field_mode: ClassVar[FieldMode] = "read"
-    seconds: float
-
-    def run(self, field: Field) -> int:
-        end = time.monotonic() + self.seconds
-        while time.monotonic() < end:
-            pass
-        return os.getpid()
-
-
-_TEST_JOBS = (CrashJob, SpinJob)
 
 
 @dataclass(frozen=True)
@@ -248,7 +158,7 @@ class CpuPool:
         if start_method == "forkserver":
             self._context = multiprocessing.get_context("forkserver")
             # Workers fork from a server that has numpy, numba and the engine imported already.
-            self._context.set_forkserver_preload([__name__])
+            self._context.set_forkserver_preload(list(PRELOAD))
         else:
             self._context = multiprocessing.get_context("spawn")
         self._warm_up = warm_up
@@ -362,7 +272,7 @@ class CpuPool:
         """
         if self._closing or not self._started:
             raise Unavailable("the compute pool is not running")
-        if isinstance(job, _TEST_JOBS) and not self._test_hooks:
+        if isinstance(job, TEST_JOBS) and not self._test_hooks:
             raise ValueError(f"{type(job).__name__} is a test hook; this pool refuses it")
         mode = job.field_mode
         source = None if mode == "fill" else _as_field(field, vertices)
@@ -484,7 +394,7 @@ class CpuPool:
     async def _spawn(self, slot: int) -> None:
         parent_end, child_end = self._context.Pipe(duplex=True)
         process = self._context.Process(
-            target=_worker_main,
+            target=worker_main,
             args=(child_end, self._warm_up),
             name=f"lattice-compute-{slot}",
             daemon=True,
@@ -515,7 +425,7 @@ class CpuPool:
             self._on_exit(worker)
 
     def _on_message(self, worker: _Worker, message: Any) -> None:
-        if message == _READY:
+        if message == READY:
             worker.ready = True
             self._failures = 0
             self._dispatch()
@@ -663,15 +573,7 @@ def _discard_segment(segment: SharedMemory) -> None:
         segment.unlink()
 
 
-# Errors cross the pipe as data: DomainError subclasses do not all survive pickling (their
-# constructors take other arguments than `args`), and arbitrary exceptions may not pickle at all.
-
-
-def _portable(exc: BaseException) -> tuple[Any, ...]:
-    if isinstance(exc, DomainError) and getattr(errors, type(exc).__name__, None) is type(exc):
-        return ("domain", type(exc).__name__, exc.message, dict(vars(exc)))
-    text = "".join(traceback.format_exception(exc))
-    return ("internal", type(exc).__name__, str(exc), text)
+# A worker's error reply carries cpu_worker.portable(exc); this turns it back into an exception.
 
 
 def _rebuild(payload: tuple[Any, ...]) -> Exception:
@@ -685,96 +587,3 @@ def _rebuild(payload: tuple[Any, ...]) -> Exception:
     _, kind, message, text = payload
     logger.error("compute job failed in a worker: %s", text)
     return WorkerError(kind, message, text)
-
-
-# The worker process.
-
-
-def _worker_main(conn: Connection, warm: bool) -> None:
-    # Ctrl-C reaches the whole process group; the parent decides when workers stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if warm:
-        warm_up()
-    conn.send(_READY)
-    while True:
-        try:
-            message = conn.recv()
-        except (EOFError, OSError):
-            return  # The parent has gone.
-        if message is None:
-            return
-        job_id, job, segment_name, vertices = message
-        reply = (job_id, *_execute(job, segment_name, vertices))
-        try:
-            conn.send(reply)
-        except (pickle.PicklingError, TypeError, AttributeError) as exc:
-            conn.send((job_id, "error", _portable(exc), reply[3]))
-        except OSError:
-            return
-
-
-def _execute(job: Job[Any], segment_name: str, vertices: int) -> tuple[str, Any, float]:
-    started = time.perf_counter()
-    try:
-        segment = _attach(segment_name)
-    except Exception as exc:
-        return ("error", _portable(exc), (time.perf_counter() - started) * 1000)
-    try:
-        try:
-            value = job.run(np.ndarray((vertices,), dtype=FIELD_DTYPE, buffer=segment.buf))
-            result: tuple[str, Any] = ("ok", value)
-        except Exception as exc:
-            result = ("error", _portable(exc))
-    finally:
-        with contextlib.suppress(BufferError):
-            # A view kept alive by a result keeps the mapping until it is collected.
-            segment.close()
-    return (*result, (time.perf_counter() - started) * 1000)
-
-
-def _attach(name: str) -> SharedMemory:
-    """Maps a segment the parent created, without registering it with the resource tracker:
-    the parent owns (and unlinks) it, and a second registration would make the tracker warn
-    or unlink it early."""
-    if sys.version_info >= (3, 13):
-        return SharedMemory(name=name, track=False)
-    register = resource_tracker.register
-    resource_tracker.register = _no_register
-    try:
-        return SharedMemory(name=name)
-    finally:
-        resource_tracker.register = register
-
-
-def _no_register(name: Any, rtype: str) -> None:
-    return None
-
-
-def warm_up() -> None:
-    """Runs every engine kernel once on a tiny lattice so numba loads (or compiles) them now."""
-    grid = Grid.of(3, 4)
-    field = make_field(grid, RandomFill(seed=7, low=0.5, high=2.0, blocked_fraction=0.2))
-    ops: Sequence[TransformOp] = (
-        Xor(1),
-        Xor(1),
-        Rotate(0, 1, 1),
-        Flip(2),
-        Scale(2.0),
-        Offset(0.5),
-        Normalize(),
-        Denormalize(1.0, 2.0),
-    )
-    for op in ops:
-        with contextlib.suppress(DomainError):
-            apply_transform(grid, field, op)
-    analyze(grid, field)
-    analyze(grid, np.ones(grid.vertex_count, dtype=FIELD_DTYPE))
-    open_vertices = np.flatnonzero(field.view(np.uint32) < 0x7F80_0000)
-    if open_vertices.size < 2:
-        return
-    start = grid.coordinates_of(int(open_vertices[0]))
-    end = grid.coordinates_of(int(open_vertices[-1]))
-    for algorithm in Algorithm:
-        for cost in Cost:
-            with contextlib.suppress(DomainError):
-                find_path(grid, field, start, end, algorithm=algorithm, cost=cost)

@@ -90,9 +90,10 @@ def find_path(
 
     blocked_count, when the caller knows it exactly (the service keeps it with the lattice), lets
     AUTO skip scanning the field for blocked vertices. AUTO: the closed form when nothing is
-    blocked and the cost is UNIT (or FIELD with one value everywhere); else bidirectional BFS
-    for UNIT; for FIELD, a budgeted A* first when the heuristic is strong (see
-    ASTAR_MIN_MAX_RATIO), else or after that Dijkstra.
+    blocked and the cost is UNIT (or FIELD with one value everywhere); else for UNIT a budgeted
+    A* (see ASTAR_UNIT_BUDGET_DIVISOR), then bidirectional BFS if it gives up; for FIELD, a
+    budgeted A* first when the heuristic is strong (see ASTAR_MIN_MAX_RATIO), else or after
+    that Dijkstra.
 
     Raises InvalidArgument naming `start`/`end` (wrong length, out of range, blocked) or
     `algorithm` (BFS/CATALYTIC with FIELD cost), NotFound when end is not reachable, and
