@@ -12,10 +12,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from google.protobuf.message import DecodeError
+
+from gateway import schema
+
 TEMPLATE = Path(__file__).with_name("envoy.yaml.tmpl")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DESCRIPTOR = REPO_ROOT / "gen" / "descriptors" / "catalytic.pb"
 UPSTREAMS = ("auth", "lattice", "webhook")
+# The services the transcoder serves over REST (and whose request bodies unknown_fields checks).
+TRANSCODED_SERVICES = (
+    "catalytic.auth.v1.AuthService",
+    "catalytic.lattice.v1.LatticeService",
+    "catalytic.webhook.v1.WebhookService",
+)
 _DEFAULT_PORTS = {"auth": 50051, "lattice": 50052, "webhook": 50053}
 MiB = 1024 * 1024
 
@@ -38,6 +48,9 @@ class GatewayConfig:
     access_log: str = "/dev/stdout"
     max_request_bytes: int = 8 * MiB
     max_response_bytes: int = 32 * MiB
+    # Larger request headers get 431 from Envoy. Not above what the services' gRPC servers take
+    # as metadata (grpc.max_metadata_size, 8 KiB by default), counted their way: see the README.
+    max_request_headers_kb: int = 8
     default_timeout_s: int = 15
     long_timeout_s: int = 120  # path finding and transforms on big lattices
 
@@ -97,6 +110,15 @@ def render(config: GatewayConfig) -> str:
         ipaddress.ip_address(config.gateway_bind)
     except ValueError:
         raise RenderError(f"GATEWAY_BIND={config.gateway_bind!r} is not an IP address") from None
+    if not config.descriptor.is_file():
+        raise RenderError(
+            f"the descriptor set {config.descriptor} does not exist (run `make protos`)"
+        )
+    try:
+        body_schema = schema.build(schema.load(config.descriptor), TRANSCODED_SERVICES)
+    except (OSError, DecodeError, schema.SchemaError) as exc:
+        raise RenderError(f"descriptor set {config.descriptor}: {exc}") from None
+    template = TEMPLATE.read_text()
     values: dict[str, object] = {
         "gateway_bind": config.gateway_bind,
         "gateway_port": config.gateway_port,
@@ -106,15 +128,29 @@ def render(config: GatewayConfig) -> str:
         "access_log": json.dumps(config.access_log),
         "max_request_bytes": config.max_request_bytes,
         "max_response_bytes": config.max_response_bytes,
+        "max_request_headers_kb": config.max_request_headers_kb,
         "default_timeout": f"{config.default_timeout_s}s",
         "long_timeout": f"{config.long_timeout_s}s",
+        "transcoded_services": json.dumps(list(TRANSCODED_SERVICES)),
+        "unknown_fields_schema": _indent_continuation(
+            schema.to_lua(body_schema), template, "unknown_fields_schema"
+        ),
     }
     for name in UPSTREAMS:
         host, port, cluster_type = split_addr(getattr(config, f"{name}_addr"))
         values[f"{name}_host"] = json.dumps(host)
         values[f"{name}_port"] = port
         values[f"{name}_cluster_type"] = cluster_type
-    return string.Template(TEMPLATE.read_text()).substitute(values)
+    return string.Template(template).substitute(values)
+
+
+def _indent_continuation(text: str, template: str, placeholder: str) -> str:
+    """`text` with its second and later lines indented like the template line holding the
+    placeholder, so that a multi-line value stays inside a YAML block scalar."""
+    line = next(line for line in template.splitlines() if f"${{{placeholder}}}" in line)
+    indent = line[: len(line) - len(line.lstrip())]
+    first, *rest = text.splitlines()
+    return "\n".join([first, *(indent + part if part else part for part in rest)])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -133,12 +169,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RenderError as exc:
         print(f"gateway.render: {exc}", file=sys.stderr)
         return 2
-    if not config.descriptor.is_file():
-        print(
-            f"gateway.render: warning: descriptor set {config.descriptor} does not exist yet "
-            "(run `make protos`); Envoy will refuse to start without it",
-            file=sys.stderr,
-        )
     if args.out is None:
         sys.stdout.write(text)
     else:

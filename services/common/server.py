@@ -72,6 +72,10 @@ def _server_options(max_message_bytes: int) -> list[tuple[str, Any]]:
     return [
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
+        # The gateway caps request headers at 8 KiB and adds ~1 KiB of its own: gRPC's default
+        # 8 KiB metadata limit would reject some of those at random with RESOURCE_EXHAUSTED.
+        ("grpc.max_metadata_size", 64 * 1024),
+        ("grpc.absolute_max_metadata_size", 64 * 1024),
         # Two processes must never share a port silently: a second start fails loudly instead.
         ("grpc.so_reuseport", 0),
         # Find dead peers behind NATs and idle load balancers.
