@@ -11,6 +11,7 @@ PROTO_FILES := $(shell find protos/catalytic -name '*.proto' | sort)
 DESCRIPTOR_EXTRAS := protos/google/rpc/error_details.proto protos/google/rpc/status.proto
 BUF := node_modules/.bin/buf
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: help
 help: ## list the targets
@@ -63,6 +64,26 @@ up: system-deps protos ## start PostgreSQL, Redis, the three services and Envoy 
 .PHONY: migrate
 migrate: protos ## apply database migrations to DATABASE_ADMIN_URL
 	@$(PY) -m services.common.migrate
+
+# ---------------------------------------------------------------- benchmarks
+# The peers the benchmarks compare against are the `bench` extra; the services never import them.
+$(VENV)/.bench-installed: pyproject.toml $(VENV)/.installed
+	@$(BIN)/pip install --quiet -e '.[dev,bench]'
+	@touch $@
+
+.PHONY: bench
+bench: protos $(VENV)/.bench-installed ## run the engine benchmarks against igraph, scipy, rustworkx, networkx
+	@$(PY) -m bench $(BENCH_ARGS)
+
+# ---------------------------------------------------------------- API documents
+.PHONY: openapi
+openapi: protos ## regenerate docs/api/openapi.json from the protos (committed; tests check drift)
+	@$(PY) -m gateway.openapi --out docs/api/openapi.json
+
+FUZZ_EXAMPLES ?= 200
+.PHONY: fuzz
+fuzz: system-deps protos ## schemathesis on every operation of /openapi.json through a live stack (long; `make test` runs a few examples)
+	@FUZZ_MAX_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/e2e/test_gateway_contract_fuzz.py $(PYTEST_ARGS)
 
 # ---------------------------------------------------------------- quality
 .PHONY: lint
