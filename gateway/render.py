@@ -17,8 +17,19 @@ from google.protobuf.message import DecodeError
 from gateway import schema
 
 TEMPLATE = Path(__file__).with_name("envoy.yaml.tmpl")
+TLS_TEMPLATE = Path(__file__).with_name("tls-listener.yaml.tmpl")  # only with a certificate
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DESCRIPTOR = REPO_ROOT / "gen" / "descriptors" / "catalytic.pb"
+DEFAULT_OPENAPI = REPO_ROOT / "docs" / "api" / "openapi.json"  # `make openapi`, committed
+DEFAULT_WEB_ASSETS = REPO_ROOT / "node_modules"  # npm packages swagger-ui-dist and redoc
+DOCS_PAGES = Path(__file__).with_name("docs")
+# placeholder -> the file it serves, under the web assets (node_modules) or DOCS_PAGES.
+_ASSETS = {
+    "swagger_js": "swagger-ui-dist/swagger-ui-bundle.js",
+    "swagger_css": "swagger-ui-dist/swagger-ui.css",
+    "redoc_js": "redoc/bundles/redoc.standalone.js",
+}
+_PAGES = {"swagger_html": "swagger.html", "redoc_html": "redoc.html"}
 UPSTREAMS = ("auth", "lattice", "webhook")
 # The services the transcoder serves over REST (and whose request bodies unknown_fields checks).
 TRANSCODED_SERVICES = (
@@ -53,6 +64,16 @@ class GatewayConfig:
     max_request_headers_kb: int = 8
     default_timeout_s: int = 15
     long_timeout_s: int = 120  # path finding and transforms on big lattices
+    openapi_document: Path = DEFAULT_OPENAPI
+    web_assets: Path = DEFAULT_WEB_ASSETS
+    # Envoy's limit on direct_response bodies; the documentation bundles are over 1 MB.
+    max_direct_response_bytes: int = 4 * MiB
+    cors_origins: tuple[str, ...] = ()  # exact origins, e.g. https://app.example.com
+    rate_limit_per_s: int = 2000  # the whole gateway's backstop; the services limit per tenant
+    max_connections: int = 10000
+    tls_cert: Path | None = None  # both set: an HTTPS listener on tls_port as well
+    tls_key: Path | None = None
+    tls_port: int = 8443
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -82,6 +103,18 @@ class GatewayConfig:
             descriptor=Path(env.get("GATEWAY_DESCRIPTOR") or DEFAULT_DESCRIPTOR),
             access_log=env.get("GATEWAY_ACCESS_LOG") or "/dev/stdout",
             max_request_bytes=integer("GATEWAY_MAX_REQUEST_BYTES", 8 * MiB),
+            openapi_document=Path(env.get("GATEWAY_OPENAPI") or DEFAULT_OPENAPI),
+            web_assets=Path(env.get("GATEWAY_WEB_ASSETS") or DEFAULT_WEB_ASSETS),
+            cors_origins=tuple(
+                origin.strip()
+                for origin in env.get("GATEWAY_CORS_ORIGINS", "").split(",")
+                if origin.strip()
+            ),
+            rate_limit_per_s=integer("GATEWAY_RATE_LIMIT_PER_S", 2000),
+            max_connections=integer("GATEWAY_MAX_CONNECTIONS", 10000),
+            tls_cert=Path(env["GATEWAY_TLS_CERT"]) if env.get("GATEWAY_TLS_CERT") else None,
+            tls_key=Path(env["GATEWAY_TLS_KEY"]) if env.get("GATEWAY_TLS_KEY") else None,
+            tls_port=integer("GATEWAY_TLS_PORT", 8443),
         )
 
 
@@ -136,12 +169,67 @@ def render(config: GatewayConfig) -> str:
             schema.to_lua(body_schema), template, "unknown_fields_schema"
         ),
     }
+    values.update(_documents(config))
+    for origin in config.cors_origins:
+        if "://" not in origin or origin.endswith("/"):
+            raise RenderError(f"GATEWAY_CORS_ORIGINS: {origin!r} is not an origin (scheme://host)")
+    values["cors_origins"] = json.dumps([{"exact": origin} for origin in config.cors_origins])
+    values["rate_limit_per_s"] = config.rate_limit_per_s
+    values["max_connections"] = config.max_connections
+    values["hsts"] = "max-age=31536000; includeSubDomains" if config.tls_cert else ""
+    values["tls_listener"] = _tls_listener(config)
     for name in UPSTREAMS:
         host, port, cluster_type = split_addr(getattr(config, f"{name}_addr"))
         values[f"{name}_host"] = json.dumps(host)
         values[f"{name}_port"] = port
         values[f"{name}_cluster_type"] = cluster_type
     return string.Template(template).substitute(values)
+
+
+def _documents(config: GatewayConfig) -> dict[str, object]:
+    """The files behind /openapi.json, /docs and /redoc (JSON strings: valid YAML scalars).
+
+    Without the npm packages (`npm install`) /docs and /redoc answer 503 with a JSON body saying
+    so, rather than the gateway refusing to start; the OpenAPI document is always required."""
+    if not config.openapi_document.is_file():
+        raise RenderError(f"the OpenAPI document {config.openapi_document} does not exist")
+    paths = {name: config.web_assets / rel for name, rel in _ASSETS.items()}
+    paths.update({name: DOCS_PAGES / page for name, page in _PAGES.items()})
+    available = all(path.is_file() for path in paths.values())
+    for path in [config.openapi_document, *paths.values()]:
+        if path.is_file() and path.stat().st_size > config.max_direct_response_bytes:
+            raise RenderError(f"{path} is larger than {config.max_direct_response_bytes} bytes")
+    values: dict[str, object] = {
+        name: json.dumps(str(path if available else DOCS_PAGES / "missing.json"))
+        for name, path in paths.items()
+    }
+    values["openapi_document"] = json.dumps(str(config.openapi_document))
+    values["docs_status"] = 200 if available else 503
+    values["max_direct_response_bytes"] = config.max_direct_response_bytes
+    return values
+
+
+def _tls_listener(config: GatewayConfig) -> str:
+    """The HTTPS listener (tls-listener.yaml.tmpl) when a certificate and key are set, else ""."""
+    if (config.tls_cert is None) != (config.tls_key is None):
+        raise RenderError("GATEWAY_TLS_CERT and GATEWAY_TLS_KEY must be set together")
+    if config.tls_cert is None or config.tls_key is None:
+        return ""
+    for name, path in (("GATEWAY_TLS_CERT", config.tls_cert), ("GATEWAY_TLS_KEY", config.tls_key)):
+        if not path.is_file():
+            raise RenderError(f"{name}={path} does not exist")
+    if not 0 < config.tls_port < 65536 or config.tls_port == config.gateway_port:
+        raise RenderError(f"GATEWAY_TLS_PORT={config.tls_port} is not a free port of its own")
+    return (
+        string.Template(TLS_TEMPLATE.read_text())
+        .substitute(
+            gateway_bind=config.gateway_bind,
+            tls_port=config.tls_port,
+            tls_cert=json.dumps(str(config.tls_cert)),
+            tls_key=json.dumps(str(config.tls_key)),
+        )
+        .rstrip("\n")
+    )
 
 
 def _indent_continuation(text: str, template: str, placeholder: str) -> str:
@@ -159,7 +247,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Render the Envoy gateway config from gateway/envoy.yaml.tmpl and the "
         "environment (GATEWAY_PORT, GATEWAY_BIND, ENVOY_ADMIN_PORT, AUTH_ADDR/AUTH_PORT, "
         "LATTICE_ADDR/LATTICE_PORT, WEBHOOK_ADDR/WEBHOOK_PORT, GATEWAY_DESCRIPTOR, "
-        "GATEWAY_ACCESS_LOG, GATEWAY_MAX_REQUEST_BYTES).",
+        "GATEWAY_ACCESS_LOG, GATEWAY_MAX_REQUEST_BYTES, GATEWAY_OPENAPI, GATEWAY_WEB_ASSETS, "
+        "GATEWAY_CORS_ORIGINS, GATEWAY_TLS_CERT, GATEWAY_TLS_KEY, GATEWAY_TLS_PORT, "
+        "GATEWAY_RATE_LIMIT_PER_S, GATEWAY_MAX_CONNECTIONS).",
     )
     parser.add_argument("--out", type=Path, help="write here instead of standard output")
     args = parser.parse_args(argv)
