@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -248,6 +249,9 @@ class Stack:
             }
         )
         env.setdefault("WEBHOOK_ALLOW_CIDRS", "127.0.0.0/8")  # receivers on localhost work
+        # The services' shared secret for internal RPCs (PublishEvent): random per stack unless
+        # the caller pins one (e.g. to call PublishEvent with grpcurl).
+        env.setdefault("INTERNAL_TOKEN", secrets.token_urlsafe(32))
         for name in SERVICES:
             upper = name.upper()
             env[f"{upper}_PORT"] = str(getattr(self.ports, name))

@@ -48,6 +48,7 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
         extra_env={
             "DEFAULT_PLAN": "free",
             "WEBHOOK_ALLOW_CIDRS": "127.0.0.0/8",
+            "WEBHOOK_RETRY_SCHEDULE_S": "0,1,2,3",  # retries in seconds (tests/e2e/test_webhook*)
             # Every test reaches the gateway from this host, so all of them share one client
             # address (Envoy reports loopback callers as the host's own address) and the shared
             # stack must not run out of per-address budget. The limits themselves are tested

@@ -4,77 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Protocol
 
 from services.common import paging
 from services.common.context import Principal
 from services.common.errors import InvalidArgument, NotFound
 from services.common.paging import Cursor
-from services.lattice import plans
-from services.lattice.fields import EncodedField, Fill, check_fill, encode_field
+from services.lattice import events, plans
+from services.lattice.cache import FieldCache
+from services.lattice.deadlines import Deadline
+from services.lattice.engine.compute import ComputeBackend
+from services.lattice.engine.fills import ConstantFill, Fill, RandomFill, check_fill
+from services.lattice.engine.geometry import Grid
+from services.lattice.events import EventLog
+from services.lattice.fields import encode_field
+from services.lattice.metrics import observed
+from services.lattice.operations import LatticeOperations, NoCompute
+from services.lattice.records import (
+    LATTICE_NOT_FOUND,
+    LatticeRecord,
+    LatticeStore,
+    LatticeTransaction,
+    NewLattice,
+    parse_id,
+)
 from services.lattice.shapes import Shape, shape_violations
 
-LATTICE_NOT_FOUND = "lattice not found"
 MAX_NAME_LENGTH = 100
-
-
-@dataclass(frozen=True)
-class LatticeRecord:
-    """A lattice's metadata as stored."""
-
-    id: str
-    name: str
-    dimensions: int
-    size: int
-    vertex_count: int
-    edge_count: int
-    version: int
-    checksum: str
-    created_at: datetime
-    updated_at: datetime
-
-
-@dataclass(frozen=True)
-class NewLattice:
-    """What the domain decided about a lattice about to be inserted."""
-
-    id: str
-    name: str
-    shape: Shape
-
-
-class CreationSession(Protocol):
-    """One open tenant transaction in which limits are checked and the lattice inserted."""
-
-    async def lock_tenant(self) -> str | None:
-        """Locks the tenant's row until the transaction ends and returns its plan (None: gone)."""
-
-    async def count_lattices(self) -> int:
-        """How many lattices the tenant holds now."""
-
-    async def insert(self, lattice: NewLattice, field: EncodedField) -> LatticeRecord:
-        """Inserts the lattice at version 1 with its field."""
-
-
-class LatticeStore(Protocol):
-    """Persistence the lattice domain needs (PostgreSQL in production)."""
-
-    def creation(self, tenant_id: str) -> AbstractAsyncContextManager[CreationSession]:
-        """A transaction that commits when the block ends normally and rolls back otherwise."""
-
-    async def get(self, tenant_id: str, lattice_id: str) -> LatticeRecord | None:
-        """The lattice, if it exists in that tenant."""
-
-    async def list_lattices(
-        self, tenant_id: str, *, limit: int, after: Cursor | None
-    ) -> list[LatticeRecord]:
-        """Up to `limit` lattices newest first, starting strictly after `after`."""
-
-    async def delete(self, tenant_id: str, lattice_id: str) -> bool:
-        """Deletes the lattice and its field; False when there was none."""
+TENANT_NOT_FOUND = "tenant not found"
 
 
 @dataclass(frozen=True)
@@ -92,39 +49,94 @@ def name_violations(name: str) -> list[tuple[str, str]]:
     return []
 
 
-def parse_id(value: str, field: str = "id") -> str:
-    """The canonical form of a UUID, or InvalidArgument naming `field`."""
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        raise InvalidArgument(field, "is not a valid lattice id") from None
+def fill_kind(fill: Fill) -> str:
+    """`constant`, `random` or `values`: the fill's JSON key and metrics label."""
+    if isinstance(fill, ConstantFill):
+        return "constant"
+    return "random" if isinstance(fill, RandomFill) else "values"
+
+
+async def _check_limits(tx: LatticeTransaction, vertex_count: int) -> None:
+    plan = await tx.lock_tenant()
+    if plan is None:
+        raise NotFound(TENANT_NOT_FOUND)
+    plans.check_vertex_limit(plan, vertex_count)
+    # Counted under the tenant lock, so concurrent creates cannot overshoot the limit.
+    plans.check_lattice_count(plan, await tx.count_lattices())
 
 
 class Catalog:
-    """Use cases of the lattice service."""
+    """Lattice life cycle: create (with its field), get, list, delete; each change announced."""
 
-    def __init__(self, store: LatticeStore) -> None:
+    def __init__(
+        self,
+        store: LatticeStore,
+        compute: ComputeBackend | None = None,
+        cache: FieldCache | None = None,
+        event_log: EventLog | None = None,
+        *,
+        max_compute_s: float | None = None,
+    ) -> None:
+        """Without `compute` nothing can be created (Unavailable); without `cache` fields are
+        not cached; without `event_log` events are written but nobody wakes the relay early."""
         self._store = store
+        self._compute = compute if compute is not None else NoCompute()
+        self._cache = cache if cache is not None else FieldCache(0)
+        self._events = event_log if event_log is not None else EventLog(store)
+        self._max_compute_s = max_compute_s
+
+    def operations(self) -> LatticeOperations:
+        """The field operations over the same store, compute backend, cache and event log."""
+        return LatticeOperations(
+            self._store,
+            self._compute,
+            self._cache,
+            self._events,
+            max_compute_s=self._max_compute_s,
+        )
 
     async def create(
-        self, principal: Principal, *, name: str, dimensions: int, size: int, fill: Fill | None
+        self,
+        principal: Principal,
+        *,
+        name: str,
+        dimensions: int,
+        size: int,
+        fill: Fill | None,
+        deadline_s: float | None = None,
     ) -> LatticeRecord:
-        """Validates, checks the plan's limits, then builds and stores the field, in that order."""
+        """Validates, checks the plan's limits, then builds and stores the field, in that order:
+        nothing is allocated for a request that a limit refuses."""
         violations = name_violations(name) + shape_violations(dimensions, size)
         if violations:
             raise InvalidArgument.of(violations)
         shape = Shape(dimensions=dimensions, size=size)
-        checked = check_fill(fill, shape.vertex_count)
-        async with self._store.creation(principal.tenant_id) as session:
-            plan = await session.lock_tenant()
-            if plan is None:
-                raise NotFound("tenant not found")
-            plans.check_vertex_limit(plan, shape.vertex_count)
-            # Counted under the tenant lock, so concurrent creates cannot overshoot the limit.
-            plans.check_lattice_count(plan, await session.count_lattices())
-            field = await asyncio.to_thread(encode_field, checked, shape.vertex_count)
-            lattice = NewLattice(id=str(uuid.uuid4()), name=name.strip(), shape=shape)
-            return await session.insert(lattice, field)
+        grid = Grid(dimensions, size)
+        if fill is None:
+            raise InvalidArgument("fill", "exactly one of constant, random or values must be set")
+        check_fill(grid, fill)
+        deadline = Deadline.start(deadline_s, self._max_compute_s)
+        tenant = principal.tenant_id
+        async with self._store.transaction(tenant) as tx:
+            await _check_limits(tx, shape.vertex_count)
+        # The field is built outside any transaction (no connection is held while it computes),
+        # so the limits are checked again, atomically with the insert, below.
+        try:
+            async with observed("fill", fill_kind(fill)) as observation:
+                outcome = await self._compute.make_field(grid, fill, deadline_s=deadline.left())
+                observation.device, observation.elapsed_ms = outcome.device, outcome.elapsed_ms
+        except BaseException as exc:
+            await self._events.failure(tenant, "create", "", exc)
+            raise
+        encoded = await asyncio.to_thread(encode_field, outcome.field)
+        lattice = NewLattice(id=str(uuid.uuid4()), name=name.strip(), shape=shape)
+        async with self._store.transaction(tenant) as tx:
+            await _check_limits(tx, shape.vertex_count)
+            record = await tx.insert(lattice, encoded)
+            await tx.add_event(events.lattice_created(record))
+        self._events.written()
+        self._cache.put(record.id, record.version, outcome.field)
+        return record
 
     async def get(self, principal: Principal, lattice_id: str) -> LatticeRecord:
         """The lattice; another tenant's lattice is NotFound like a missing one."""
@@ -146,6 +158,12 @@ class Catalog:
         return LatticePage(lattices=page, next_page_token=token)
 
     async def delete(self, principal: Principal, lattice_id: str) -> None:
-        """Deletes the lattice and its field."""
-        if not await self._store.delete(principal.tenant_id, parse_id(lattice_id)):
-            raise NotFound(LATTICE_NOT_FOUND)
+        """Deletes the lattice and its field, and announces it in the same transaction."""
+        lattice_id = parse_id(lattice_id)
+        async with self._store.transaction(principal.tenant_id) as tx:
+            record = await tx.delete(lattice_id)
+            if record is None:
+                raise NotFound(LATTICE_NOT_FOUND)
+            await tx.add_event(events.lattice_deleted(record))
+        self._events.written()
+        self._cache.discard(lattice_id)

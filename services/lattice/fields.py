@@ -1,15 +1,17 @@
-"""Lattice fields: the fills a caller may ask for, built as little-endian float32 and encoded."""
+"""Field storage: checksummed, compressed only when it pays, verified on every read.
+
+The fills themselves are the engine's (`services.lattice.engine.fills`); this module only turns
+a field into what PostgreSQL keeps and back.
+"""
 
 from __future__ import annotations
 
-import math
 import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from services.common.errors import InvalidArgument, Unimplemented
-from services.lattice.engine.field import BYTES_PER_VERTEX, FIELD_DTYPE, Field, checksum
+from services.lattice.engine.field import FIELD_DTYPE, OPEN_LIMIT, Field, checksum
 
 ZLIB = "zlib"
 RAW = "raw"
@@ -19,73 +21,28 @@ ZLIB_LEVEL = 1
 # field is stored raw unless the prefix shrinks below this fraction of its size.
 PROBE_BYTES = 1024 * 1024
 WORTHWHILE_RATIO = 0.8
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
-RANDOM_NOT_AVAILABLE = "random fill is not available in this release"
 
 
-@dataclass(frozen=True)
-class ConstantFill:
-    """Every vertex holds `value` (any float32, NaN and negatives included: they block)."""
-
-    value: float
-
-
-@dataclass(frozen=True)
-class RandomFill:
-    """Seeded uniform values; not available in this release."""
-
-    seed: int
-    low: float
-    high: float
-    blocked_fraction: float
-
-
-@dataclass(frozen=True)
-class ValuesFill:
-    """The caller's raw little-endian float32 values, one per vertex."""
-
-    data: bytes = field(repr=False)
-
-
-Fill = ConstantFill | RandomFill | ValuesFill
+class FieldCorruptedError(RuntimeError):
+    """Stored field bytes do not match their checksum (an internal fault, never the caller's)."""
 
 
 @dataclass(frozen=True)
 class EncodedField:
-    """A field ready for storage: checksum of the raw bytes, and those bytes as stored."""
+    """A field as stored: checksum of the raw bytes, those bytes (compressed or not), and how
+    many of its vertices are blocked (None when read back from a row that does not know)."""
 
     checksum: str
     encoding: str
     data: bytes = field(repr=False)
+    blocked_count: int | None
 
 
-def check_fill(fill: Fill | None, vertex_count: int) -> Fill:
-    """The fill, checked against `vertex_count`; InvalidArgument naming `fill` or `values`."""
-    if fill is None:
-        raise InvalidArgument("fill", "exactly one of constant, random or values must be set")
-    if isinstance(fill, RandomFill):
-        raise Unimplemented(RANDOM_NOT_AVAILABLE)
-    if isinstance(fill, ConstantFill):
-        if math.isfinite(fill.value) and abs(fill.value) > _FLOAT32_MAX:
-            raise InvalidArgument("constant.value", "is outside the float32 range")
-        return fill
-    expected = vertex_count * BYTES_PER_VERTEX
-    if len(fill.data) != expected:
-        raise InvalidArgument(
-            "values",
-            f"must be {expected:,} bytes (4 per vertex for {vertex_count:,} vertices),"
-            f" got {len(fill.data):,}",
-        )
-    return fill
-
-
-def build_field(fill: Fill, vertex_count: int) -> Field:
-    """The field as a little-endian float32 array; call only after every limit has passed."""
-    if isinstance(fill, ConstantFill):
-        return np.full(vertex_count, fill.value, dtype=FIELD_DTYPE)
-    if isinstance(fill, ValuesFill):
-        return np.frombuffer(fill.data, dtype=FIELD_DTYPE, count=vertex_count)
-    raise Unimplemented(RANDOM_NOT_AVAILABLE)
+def count_blocked(values: Field) -> int:
+    """Vertices that are NaN, +-inf or sign-bit-set: exactly those whose raw bits, unsigned, are
+    at least OPEN_LIMIT (engine/field.py), so one comparison per vertex decides."""
+    bits = np.ascontiguousarray(values, FIELD_DTYPE).view(np.uint32)
+    return int(np.count_nonzero(bits >= OPEN_LIMIT))
 
 
 def compresses_well(raw: memoryview) -> bool:
@@ -94,18 +51,34 @@ def compresses_well(raw: memoryview) -> bool:
     return len(zlib.compress(probe, ZLIB_LEVEL)) < WORTHWHILE_RATIO * len(probe)
 
 
-def encode_field(fill: Fill, vertex_count: int) -> EncodedField:
-    """Builds, checksums and encodes the field (CPU-bound: run it off the event loop)."""
-    values = np.ascontiguousarray(build_field(fill, vertex_count))
+def encode_field(values: Field) -> EncodedField:
+    """Checksums, counts and encodes the field (CPU-bound: run it off the event loop)."""
+    values = np.ascontiguousarray(values, FIELD_DTYPE)
     raw = values.data.cast("B")
     # The engine's checksum, so that every version of a field is hashed the same way.
     digest = checksum(values)
+    blocked = count_blocked(values)
     if compresses_well(raw):
-        return EncodedField(digest, ZLIB, zlib.compress(raw, ZLIB_LEVEL))
-    return EncodedField(digest, RAW, raw.tobytes())
+        return EncodedField(digest, ZLIB, zlib.compress(raw, ZLIB_LEVEL), blocked)
+    return EncodedField(digest, RAW, raw.tobytes(), blocked)
 
 
-def decode_field(encoded: EncodedField) -> Field:
-    """The float32 field stored as `encoded` (compressed or raw)."""
-    raw = zlib.decompress(encoded.data) if encoded.encoding == ZLIB else encoded.data
+def decode_field(encoded: EncodedField, vertex_count: int) -> Field:
+    """The stored field as a read-only float32 array, after checking its length and checksum.
+
+    Raises FieldCorruptedError when the bytes are not what was stored (CPU-bound: run it off the
+    event loop).
+    """
+    try:
+        raw = zlib.decompress(encoded.data) if encoded.encoding == ZLIB else bytes(encoded.data)
+    except zlib.error as exc:
+        raise FieldCorruptedError(f"stored field does not decompress: {exc}") from None
+    if len(raw) != vertex_count * FIELD_DTYPE.itemsize:
+        raise FieldCorruptedError(
+            f"stored field has {len(raw):,} bytes; {vertex_count:,} vertices need"
+            f" {vertex_count * FIELD_DTYPE.itemsize:,}"
+        )
+    if checksum(raw) != encoded.checksum:
+        raise FieldCorruptedError("stored field does not match its checksum")
+    # frombuffer over immutable bytes: read-only, so a cached field can never be written.
     return np.frombuffer(raw, dtype=FIELD_DTYPE)

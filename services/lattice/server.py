@@ -1,8 +1,10 @@
-"""Builds the lattice service: store, domain, servicer, token verification, server."""
+"""Builds the lattice service: store, compute, cache, domain, relay, servicer, server."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
+from dataclasses import dataclass
 
 import grpc
 from catalytic.lattice.v1 import lattice_service_pb2_grpc as pb_grpc
@@ -12,27 +14,67 @@ from services.common.api_keys import ApiKeyVerifier
 from services.common.cache import open_redis
 from services.common.config import ServiceConfig
 from services.common.denylist import Denylist
+from services.common.grpc_client import channel_options
 from services.common.interceptors.auth import AuthInterceptor
 from services.common.interceptors.ratelimit import RateLimitInterceptor, rate_limit_interceptor
+from services.common.internal_auth import INTERNAL_TOKEN_VARIABLE
 from services.common.ratelimit import PostgresPlanSource, RateLimiter
 from services.common.server import RunningService, build_server
 from services.common.wiring import open_database, remote_token_verifier
+from services.lattice import metrics
+from services.lattice.cache import FieldCache
 from services.lattice.catalog import Catalog
 from services.lattice.config import LatticeConfig
+from services.lattice.engine.compute import Router, open_compute
 from services.lattice.engine.field import BYTES_PER_VERTEX
+from services.lattice.events import EventLog
+from services.lattice.operations import LatticeOperations
+from services.lattice.outbox import OutboxRelay
+from services.lattice.outbox_store import PostgresOutbox
+from services.lattice.publisher import WebhookPublisher
 from services.lattice.servicer import LatticeServicer
 from services.lattice.shapes import MAX_VERTICES
 from services.lattice.store import PostgresLatticeStore
+
+logger = logging.getLogger("catalytic.lattice")
 
 SERVICE_NAME = "catalytic.lattice.v1.LatticeService"
 # Every lattice RPC acts for a tenant, so none is public.
 PUBLIC_METHODS: frozenset[str] = frozenset()
 # A `values` fill of the largest lattice is 64 MiB; the rest of a request is tiny.
 MAX_MESSAGE_BYTES = MAX_VERTICES * BYTES_PER_VERTEX + 1024 * 1024
+RELAY_RECONNECT = [
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 5_000),
+]
+
+
+@dataclass(frozen=True)
+class Domain:
+    """The use cases a servicer adapts."""
+
+    catalog: Catalog
+    operations: LatticeOperations
+
+    @classmethod
+    def of(cls, catalog: Catalog) -> Domain:
+        return cls(catalog, catalog.operations())
+
+
+def watch_compute(router: Router, resources: contextlib.AsyncExitStack) -> None:
+    """Exports the router's queue depth and GPU memory until `resources` close."""
+    pool = router.cpu.pool
+    token = metrics.COMPUTE_GAUGES.add(lambda: pool.stats().waiting, router.gpu_memory_in_use_bytes)
+    resources.callback(metrics.COMPUTE_GAUGES.remove, token)
 
 
 async def create_server(config: LatticeConfig) -> RunningService:
-    """Starts the lattice gRPC server (NOT_SERVING until the caller marks it ready)."""
+    """Starts the lattice gRPC server (NOT_SERVING until the caller marks it ready).
+
+    Closing it (RunningService.stop) stops the server, then the relay, the compute pool, Redis
+    and the database, in that order.
+    """
     resources = contextlib.AsyncExitStack()
     try:
         database = await open_database(config.service, resources)
@@ -42,7 +84,35 @@ async def create_server(config: LatticeConfig) -> RunningService:
         verifier = remote_token_verifier(
             config.service, resources, issuer=config.issuer, audience=config.audience
         )
-        catalog = Catalog(PostgresLatticeStore(database))
+        compute = await open_compute(config.compute)
+        resources.push_async_callback(compute.close)
+        watch_compute(compute, resources)
+
+        relay_config = config.relay
+        if relay_config.internal_token is None:
+            logger.warning(
+                "%s is not set: PublishEvent will refuse the outbox relay, and events wait in"
+                " the outbox until it is",
+                INTERNAL_TOKEN_VARIABLE,
+            )
+        # Reconnect within seconds of the webhook service's return, however long it was away
+        # (gRPC's default back-off grows to two minutes).
+        channel = grpc.aio.insecure_channel(
+            relay_config.webhook_addr, options=[*channel_options(), *RELAY_RECONNECT]
+        )
+        resources.push_async_callback(channel.close)
+        publisher = WebhookPublisher(
+            channel, relay_config.internal_token, timeout_s=relay_config.publish_timeout_s
+        )
+        outbox = PostgresOutbox(database, sent_retention_s=relay_config.sent_retention_s)
+        relay = OutboxRelay(outbox, publisher, relay_config.settings)
+        relay.start()
+        resources.push_async_callback(relay.close)
+
+        store = PostgresLatticeStore(database)
+        cache = FieldCache(config.cache_bytes)
+        event_log = EventLog(store, relay.wake)
+        catalog = Catalog(store, compute, cache, event_log, max_compute_s=config.compute_deadline_s)
         return await start_server(
             config.service,
             catalog,
@@ -64,7 +134,7 @@ async def create_server(config: LatticeConfig) -> RunningService:
 
 async def start_server(
     config: ServiceConfig,
-    catalog: Catalog,
+    domain: Domain | Catalog,
     verifier: AccessTokenVerifier,
     *,
     resources: contextlib.AsyncExitStack | None = None,
@@ -72,12 +142,15 @@ async def start_server(
     api_keys: ApiKeyVerifier | None = None,
     rate_limit: RateLimitInterceptor | None = None,
 ) -> RunningService:
-    """The server around a ready Catalog; unit tests call this with a fake store.
+    """The server around a ready domain (or a Catalog, with its own operations); unit tests
+    call this with a fake store.
 
     create_server always passes `denylist` and `api_keys` (see AuthInterceptor), and
     `rate_limit` (the per-tenant limits, which need Redis and PostgreSQL).
     """
-    servicer = LatticeServicer(catalog)
+    if isinstance(domain, Catalog):
+        domain = Domain.of(domain)
+    servicer = LatticeServicer(domain.catalog, domain.operations)
 
     def register(server: grpc.aio.Server) -> None:
         pb_grpc.add_LatticeServiceServicer_to_server(servicer, server)

@@ -7,48 +7,32 @@ from catalytic.lattice.v1 import lattice_service_pb2 as pb
 from catalytic.lattice.v1 import lattice_service_pb2_grpc as pb_grpc
 
 from services.common.context import current_principal
-from services.common.errors import Unimplemented
-from services.common.timestamps import to_timestamp
-from services.lattice.catalog import Catalog, LatticeRecord
-from services.lattice.fields import ConstantFill, Fill, RandomFill, ValuesFill
+from services.lattice.catalog import Catalog
+from services.lattice.messages import (
+    analysis_message,
+    lattice_message,
+    path_algorithm,
+    path_cost,
+    path_message,
+    requested_fill,
+    requested_op,
+    transform_op_message,
+)
+from services.lattice.operations import LatticeOperations
 
 Context = grpc.aio.ServicerContext[object, object]
-NOT_YET = "not available in this release"
-
-
-def lattice_message(record: LatticeRecord) -> pb.Lattice:
-    return pb.Lattice(
-        id=record.id,
-        name=record.name,
-        dimensions=record.dimensions,
-        size=record.size,
-        vertex_count=record.vertex_count,
-        edge_count=record.edge_count,
-        version=record.version,
-        checksum=record.checksum,
-        created_at=to_timestamp(record.created_at),
-        updated_at=to_timestamp(record.updated_at),
-    )
-
-
-def requested_fill(request: pb.CreateLatticeRequest) -> Fill | None:
-    """The oneof `fill` as a domain value; None when the caller set none."""
-    kind = request.WhichOneof("fill")
-    if kind == "constant":
-        return ConstantFill(value=request.constant.value)
-    if kind == "values":
-        return ValuesFill(data=request.values)
-    if kind == "random":
-        r = request.random
-        return RandomFill(seed=r.seed, low=r.low, high=r.high, blocked_fraction=r.blocked_fraction)
-    return None
 
 
 class LatticeServicer(pb_grpc.LatticeServiceServicer):
-    """Thin adapter over the Catalog."""
+    """Thin adapter over the Catalog (life cycle) and LatticeOperations (the field's uses).
 
-    def __init__(self, catalog: Catalog) -> None:
+    Every computing RPC hands the domain `context.time_remaining()`, so the caller's gRPC
+    deadline bounds the work it starts.
+    """
+
+    def __init__(self, catalog: Catalog, operations: LatticeOperations) -> None:
         self._catalog = catalog
+        self._operations = operations
 
     async def CreateLattice(self, request: pb.CreateLatticeRequest, context: Context) -> pb.Lattice:
         record = await self._catalog.create(
@@ -57,6 +41,7 @@ class LatticeServicer(pb_grpc.LatticeServiceServicer):
             dimensions=request.dimensions,
             size=request.size,
             fill=requested_fill(request),
+            deadline_s=context.time_remaining(),
         )
         return lattice_message(record)
 
@@ -81,17 +66,46 @@ class LatticeServicer(pb_grpc.LatticeServiceServicer):
         return pb.DeleteLatticeResponse()
 
     async def GetField(self, request: pb.GetFieldRequest, context: Context) -> pb.GetFieldResponse:
-        raise Unimplemented(f"GetField is {NOT_YET}")
+        part = await self._operations.read_field(
+            current_principal(), request.id, offset=request.offset, limit=request.limit
+        )
+        return pb.GetFieldResponse(
+            values=part.values, offset=part.offset, count=part.count, version=part.version
+        )
 
     async def TransformLattice(
         self, request: pb.TransformLatticeRequest, context: Context
     ) -> pb.TransformLatticeResponse:
-        raise Unimplemented(f"TransformLattice is {NOT_YET}")
+        done = await self._operations.transform(
+            current_principal(),
+            request.id,
+            requested_op(request),
+            if_version=request.if_version if request.HasField("if_version") else None,
+            deadline_s=context.time_remaining(),
+        )
+        return pb.TransformLatticeResponse(
+            lattice=lattice_message(done.lattice),
+            inverse=transform_op_message(done.inverse),
+            device=done.device,
+            elapsed_ms=done.elapsed_ms,
+        )
 
     async def FindPath(self, request: pb.FindPathRequest, context: Context) -> pb.FindPathResponse:
-        raise Unimplemented(f"FindPath is {NOT_YET}")
+        found = await self._operations.find_path(
+            current_principal(),
+            request.id,
+            start=list(request.start),
+            end=list(request.end),
+            algorithm=path_algorithm(request.algorithm),
+            cost=path_cost(request.cost),
+            deadline_s=context.time_remaining(),
+        )
+        return path_message(found)
 
     async def AnalyzeLattice(
         self, request: pb.AnalyzeLatticeRequest, context: Context
     ) -> pb.AnalyzeLatticeResponse:
-        raise Unimplemented(f"AnalyzeLattice is {NOT_YET}")
+        analysed = await self._operations.analyze(
+            current_principal(), request.id, deadline_s=context.time_remaining()
+        )
+        return analysis_message(analysed.analysis)

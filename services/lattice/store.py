@@ -6,16 +6,23 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import psycopg
+from psycopg.types.json import Jsonb
+from psycopg_pool import PoolTimeout
+
 from services.common.db import Connection, Database
+from services.common.errors import DeadlineExceeded, Unavailable
 from services.common.paging import Cursor, newest_first_query
-from services.lattice.catalog import LatticeRecord, NewLattice
 from services.lattice.fields import EncodedField
+from services.lattice.records import LatticeRecord, NewLattice, OutboxEvent
 
 _COLUMNS = (
     "id::text, name, dimensions, size, vertex_count, edge_count, version, checksum,"
-    " created_at, updated_at"
+    " blocked_count, created_at, updated_at"
 )
+_L_COLUMNS = ", ".join(f"l.{c.strip()}" for c in _COLUMNS.split(","))
 FIRST_VERSION = 1
+LOCK_WAIT_TOO_LONG = "the lattice is busy with another transform; the deadline passed waiting"
 
 
 def _lattice(row: dict[str, Any]) -> LatticeRecord:
@@ -28,13 +35,30 @@ def _lattice(row: dict[str, Any]) -> LatticeRecord:
         edge_count=row["edge_count"],
         version=row["version"],
         checksum=row["checksum"],
+        blocked_count=row["blocked_count"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
 
 
-class _PostgresCreation:
-    """CreationSession on one open tenant transaction."""
+def _field(row: dict[str, Any]) -> EncodedField:
+    return EncodedField(
+        checksum=row["field_checksum"],
+        encoding=row["encoding"],
+        data=row["data"],
+        blocked_count=row["blocked_count"],
+    )
+
+
+async def insert_event(conn: Connection, tenant_id: str, event: OutboxEvent) -> None:
+    await conn.execute(
+        "INSERT INTO lattice_outbox (id, tenant_id, event_type, data) VALUES (%s, %s, %s, %s)",
+        (event.id, tenant_id, event.type, Jsonb(event.data)),
+    )
+
+
+class _PostgresTransaction:
+    """LatticeTransaction on one open tenant transaction."""
 
     def __init__(self, conn: Connection, tenant_id: str) -> None:
         self._conn = conn
@@ -58,7 +82,8 @@ class _PostgresCreation:
         shape = lattice.shape
         cur = await self._conn.execute(
             "INSERT INTO lattices (id, tenant_id, name, dimensions, size, vertex_count,"  # noqa: S608
-            " edge_count, version, checksum) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " edge_count, version, checksum, blocked_count)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             f" RETURNING {_COLUMNS}",
             (
                 lattice.id,
@@ -70,14 +95,16 @@ class _PostgresCreation:
                 shape.edge_count,
                 FIRST_VERSION,
                 field.checksum,
+                field.blocked_count,
             ),
         )
         row = await cur.fetchone()
         if row is None:
             raise RuntimeError("INSERT ... RETURNING returned no row")
+        # %b: the bytes travel in binary, not as hex text twice their size.
         await self._conn.execute(
             "INSERT INTO lattice_fields (lattice_id, tenant_id, version, checksum, encoding, data)"
-            " VALUES (%s, %s, %s, %s, %s, %s)",
+            " VALUES (%s, %s, %s, %s, %s, %b)",
             (
                 lattice.id,
                 self._tenant_id,
@@ -89,20 +116,91 @@ class _PostgresCreation:
         )
         return _lattice(row)
 
+    async def lock_lattice(self, lattice_id: str) -> LatticeRecord | None:
+        try:
+            cur = await self._conn.execute(
+                f"SELECT {_COLUMNS} FROM lattices WHERE id = %s FOR UPDATE",  # noqa: S608
+                (lattice_id,),
+            )
+        except psycopg.errors.LockNotAvailable:
+            raise DeadlineExceeded(LOCK_WAIT_TOO_LONG) from None
+        row = await cur.fetchone()
+        return _lattice(row) if row else None
+
+    async def read_field(self, lattice_id: str) -> tuple[int, EncodedField] | None:
+        cur = await self._conn.execute(
+            "SELECT f.version, f.checksum AS field_checksum, f.encoding, f.data, l.blocked_count"
+            " FROM lattice_fields f JOIN lattices l ON l.id = f.lattice_id"
+            " WHERE f.lattice_id = %s",
+            (lattice_id,),
+            binary=True,
+        )
+        row = await cur.fetchone()
+        return (int(row["version"]), _field(row)) if row else None
+
+    async def save_field(self, lattice_id: str, field: EncodedField) -> LatticeRecord:
+        cur = await self._conn.execute(
+            "UPDATE lattices SET version = version + 1, checksum = %s, blocked_count = %s,"  # noqa: S608
+            f" updated_at = now() WHERE id = %s RETURNING {_COLUMNS}",
+            (field.checksum, field.blocked_count, lattice_id),
+        )
+        row = await cur.fetchone()
+        if row is None:
+            raise RuntimeError("the locked lattice disappeared inside its transaction")
+        await self._conn.execute(
+            "UPDATE lattice_fields SET version = %s, checksum = %s, encoding = %s, data = %b"
+            " WHERE lattice_id = %s",
+            (row["version"], field.checksum, field.encoding, field.data, lattice_id),
+        )
+        return _lattice(row)
+
+    async def delete(self, lattice_id: str) -> LatticeRecord | None:
+        cur = await self._conn.execute(
+            f"DELETE FROM lattices WHERE id = %s RETURNING {_COLUMNS}",  # noqa: S608
+            (lattice_id,),
+        )
+        row = await cur.fetchone()
+        return _lattice(row) if row else None
+
+    async def add_event(self, event: OutboxEvent) -> None:
+        await insert_event(self._conn, self._tenant_id, event)
+
 
 class PostgresLatticeStore:
-    """LatticeStore on PostgreSQL; every statement runs in the tenant's transaction."""
+    """LatticeStore on PostgreSQL; every statement runs in the tenant's transaction.
+
+    A connection the pool cannot hand out in time, or a connection lost mid-request, is
+    Unavailable (503: retry), not an internal error.
+    """
 
     def __init__(self, db: Database) -> None:
         self._db = db
 
     @asynccontextmanager
-    async def creation(self, tenant_id: str) -> AsyncIterator[_PostgresCreation]:
-        async with self._db.tenant_transaction(tenant_id) as conn:
-            yield _PostgresCreation(conn, tenant_id)
+    async def _tenant(self, tenant_id: str) -> AsyncIterator[Connection]:
+        try:
+            async with self._db.tenant_transaction(tenant_id) as conn:
+                yield conn
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            if isinstance(exc, psycopg.errors.LockNotAvailable):
+                raise DeadlineExceeded(LOCK_WAIT_TOO_LONG) from None
+            raise Unavailable("the lattice database is not available; retry shortly") from exc
+
+    @asynccontextmanager
+    async def transaction(
+        self, tenant_id: str, *, lock_timeout_s: float | None = None
+    ) -> AsyncIterator[_PostgresTransaction]:
+        async with self._tenant(tenant_id) as conn:
+            if lock_timeout_s is not None:
+                # Transaction-local; at least 1 ms, since 0 would mean "wait forever".
+                milliseconds = max(1, int(lock_timeout_s * 1000))
+                await conn.execute(
+                    "SELECT set_config('lock_timeout', %s, true)", (f"{milliseconds}ms",)
+                )
+            yield _PostgresTransaction(conn, tenant_id)
 
     async def get(self, tenant_id: str, lattice_id: str) -> LatticeRecord | None:
-        async with self._db.tenant_transaction(tenant_id) as conn:
+        async with self._tenant(tenant_id) as conn:
             cur = await conn.execute(
                 f"SELECT {_COLUMNS} FROM lattices WHERE id = %s",  # noqa: S608
                 (lattice_id,),
@@ -110,18 +208,31 @@ class PostgresLatticeStore:
             row = await cur.fetchone()
         return _lattice(row) if row else None
 
+    async def get_with_field(
+        self, tenant_id: str, lattice_id: str
+    ) -> tuple[LatticeRecord, EncodedField] | None:
+        # One statement, one snapshot: the metadata and the field are of the same version.
+        async with self._tenant(tenant_id) as conn:
+            cur = await conn.execute(
+                f"SELECT {_L_COLUMNS}, f.checksum AS field_checksum, f.encoding, f.data"  # noqa: S608
+                " FROM lattices l JOIN lattice_fields f ON f.lattice_id = l.id WHERE l.id = %s",
+                (lattice_id,),
+                binary=True,
+            )
+            row = await cur.fetchone()
+        return (_lattice(row), _field(row)) if row else None
+
     async def list_lattices(
         self, tenant_id: str, *, limit: int, after: Cursor | None
     ) -> list[LatticeRecord]:
         query, params = newest_first_query(
             _COLUMNS, "lattices", tenant_id, limit=limit, after=after
         )
-        async with self._db.tenant_transaction(tenant_id) as conn:
+        async with self._tenant(tenant_id) as conn:
             cur = await conn.execute(query, params)
             rows = await cur.fetchall()
         return [_lattice(row) for row in rows]
 
-    async def delete(self, tenant_id: str, lattice_id: str) -> bool:
-        async with self._db.tenant_transaction(tenant_id) as conn:
-            cur = await conn.execute("DELETE FROM lattices WHERE id = %s", (lattice_id,))
-            return cur.rowcount > 0
+    async def add_event(self, tenant_id: str, event: OutboxEvent) -> None:
+        async with self._tenant(tenant_id) as conn:
+            await insert_event(conn, tenant_id, event)

@@ -1,11 +1,11 @@
-"""Registering, reading, listing and deleting webhook endpoints: free of gRPC and SQL."""
+"""Registering, reading, listing, deleting, enabling and re-keying endpoints: no gRPC, no SQL."""
 
 from __future__ import annotations
 
 import base64
 import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -15,24 +15,13 @@ from services.common.context import Principal
 from services.common.errors import InvalidArgument, NotFound
 from services.common.paging import Cursor
 from services.webhook.destinations import check_destination
+from services.webhook.events import ALL_EVENTS, EVENT_TYPES
+from services.webhook.signing import SECRET_PREFIX
 from services.webhook.ssrf import IPNetwork, Resolver
 
-ALL_EVENTS = "*"
-EVENT_TYPES = frozenset(
-    {
-        "lattice.created",
-        "lattice.deleted",
-        "lattice.transformed",
-        "path.computed",
-        "computation.failed",
-        "webhook.test",
-        "webhook.disabled",
-    }
-)
 # Far more than the distinct valid values: only stops a huge list from being echoed back.
 MAX_EVENT_TYPES = 32
 MAX_DESCRIPTION_LENGTH = 500
-SECRET_PREFIX = "whsec_"  # noqa: S105 (a public prefix, not a secret)
 SECRET_BYTES = 32
 WEBHOOK_NOT_FOUND = "webhook not found"
 
@@ -48,6 +37,7 @@ class WebhookRecord:
     enabled: bool
     disabled_reason: str
     created_at: datetime
+    ordered: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,6 +49,15 @@ class NewWebhook:
     event_types: tuple[str, ...]
     description: str
     secret: str = field(repr=False)
+    ordered: bool = False
+
+
+@dataclass(frozen=True)
+class RotatedSecret:
+    """A new secret, and until when the one it replaces keeps signing too."""
+
+    secret: str = field(repr=False)
+    previous_expires_at: datetime | None = None
 
 
 class WebhookStore(Protocol):
@@ -76,7 +75,16 @@ class WebhookStore(Protocol):
         """Up to `limit` endpoints newest first, starting strictly after `after`."""
 
     async def delete(self, tenant_id: str, webhook_id: str) -> bool:
-        """Deletes the endpoint; False when there was none."""
+        """Deletes the endpoint (its deliveries and log with it); False when there was none."""
+
+    async def rotate_secret(
+        self, tenant_id: str, webhook_id: str, secret: str, overlap_s: float
+    ) -> datetime | None:
+        """Makes `secret` current and the current one previous for `overlap_s`; returns the
+        previous one's expiry, or None when there is no such endpoint."""
+
+    async def enable(self, tenant_id: str, webhook_id: str) -> WebhookRecord | None:
+        """Enables the endpoint and resumes its paused deliveries; None when there is none."""
 
 
 @dataclass(frozen=True)
@@ -128,14 +136,29 @@ class Endpoints:
     """Use cases of the webhook service's endpoint registry."""
 
     def __init__(
-        self, store: WebhookStore, resolver: Resolver, *, allowed: Sequence[IPNetwork] = ()
+        self,
+        store: WebhookStore,
+        resolver: Resolver,
+        *,
+        allowed: Sequence[IPNetwork] = (),
+        secret_overlap_s: float = 24 * 3600.0,
+        wake: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
         self._resolver = resolver
         self._allowed = tuple(allowed)
+        self._secret_overlap_s = secret_overlap_s
+        # Tells the delivery worker that deliveries became due (they resume on enable).
+        self._wake = wake
 
     async def create(
-        self, principal: Principal, *, url: str, event_types: Sequence[str], description: str
+        self,
+        principal: Principal,
+        *,
+        url: str,
+        event_types: Sequence[str],
+        description: str,
+        ordered: bool = False,
     ) -> tuple[WebhookRecord, str]:
         """Registers an endpoint; returns it and its secret, which is never shown again."""
         event_types = normalise_event_types(event_types)
@@ -148,6 +171,7 @@ class Endpoints:
             event_types=event_types,
             description=description,
             secret=new_secret(),
+            ordered=ordered,
         )
         record = await self._store.insert(principal.tenant_id, webhook)
         return record, webhook.secret
@@ -175,3 +199,24 @@ class Endpoints:
         """Deletes the endpoint."""
         if not await self._store.delete(principal.tenant_id, parse_id(webhook_id)):
             raise NotFound(WEBHOOK_NOT_FOUND)
+
+    async def rotate_secret(self, principal: Principal, webhook_id: str) -> RotatedSecret:
+        """A new secret, shown once; the old one signs alongside it for the overlap.
+
+        Rotating again within the overlap retires the older secret at once: two secrets at most.
+        """
+        secret = new_secret()
+        expires_at = await self._store.rotate_secret(
+            principal.tenant_id, parse_id(webhook_id), secret, self._secret_overlap_s
+        )
+        if expires_at is None:
+            raise NotFound(WEBHOOK_NOT_FOUND)
+        return RotatedSecret(secret=secret, previous_expires_at=expires_at)
+
+    async def enable(self, principal: Principal, webhook_id: str) -> WebhookRecord:
+        """Enables the endpoint (a no-op when it is enabled); its waiting deliveries resume."""
+        record = await self._store.enable(principal.tenant_id, parse_id(webhook_id))
+        if record is None:
+            raise NotFound(WEBHOOK_NOT_FOUND)
+        self._wake()
+        return record

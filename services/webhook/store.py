@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from services.common.db import Database
 from services.common.paging import Cursor, newest_first_query
 from services.webhook.endpoints import NewWebhook, WebhookRecord
 
-_COLUMNS = "id::text, url, event_types, description, enabled, disabled_reason, created_at"
+_COLUMNS = "id::text, url, event_types, description, enabled, disabled_reason, created_at, ordered"
 
 
 def _webhook(row: dict[str, Any]) -> WebhookRecord:
@@ -20,6 +21,7 @@ def _webhook(row: dict[str, Any]) -> WebhookRecord:
         enabled=row["enabled"],
         disabled_reason=row["disabled_reason"],
         created_at=row["created_at"],
+        ordered=row["ordered"],
     )
 
 
@@ -32,8 +34,9 @@ class PostgresWebhookStore:
     async def insert(self, tenant_id: str, webhook: NewWebhook) -> WebhookRecord:
         async with self._db.tenant_transaction(tenant_id) as conn:
             cur = await conn.execute(
-                "INSERT INTO webhooks (id, tenant_id, url, event_types, description, secret)"  # noqa: S608
-                f" VALUES (%s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
+                "INSERT INTO webhooks"  # noqa: S608
+                " (id, tenant_id, url, event_types, description, secret, ordered)"
+                f" VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
                 (
                     webhook.id,
                     tenant_id,
@@ -41,6 +44,7 @@ class PostgresWebhookStore:
                     list(webhook.event_types),
                     webhook.description,
                     webhook.secret,
+                    webhook.ordered,
                 ),
             )
             row = await cur.fetchone()
@@ -72,3 +76,35 @@ class PostgresWebhookStore:
         async with self._db.tenant_transaction(tenant_id) as conn:
             cur = await conn.execute("DELETE FROM webhooks WHERE id = %s", (webhook_id,))
             return cur.rowcount > 0
+
+    async def rotate_secret(
+        self, tenant_id: str, webhook_id: str, secret: str, overlap_s: float
+    ) -> datetime | None:
+        async with self._db.tenant_transaction(tenant_id) as conn:
+            cur = await conn.execute(
+                "UPDATE webhooks SET previous_secret = secret,"
+                " previous_secret_expires_at = now() + make_interval(secs => %s), secret = %s"
+                " WHERE id = %s RETURNING previous_secret_expires_at",
+                (overlap_s, secret, webhook_id),
+            )
+            row = await cur.fetchone()
+        return row["previous_secret_expires_at"] if row else None
+
+    async def enable(self, tenant_id: str, webhook_id: str) -> WebhookRecord | None:
+        async with self._db.tenant_transaction(tenant_id) as conn:
+            cur = await conn.execute(
+                # A disabled endpoint starts a fresh failure clock; an enabled one keeps its own.
+                "UPDATE webhooks SET enabled = true, disabled_reason = '',"  # noqa: S608
+                " failing_since = CASE WHEN enabled THEN failing_since END"
+                f" WHERE id = %s RETURNING {_COLUMNS}",
+                (webhook_id,),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                return None
+            await conn.execute(
+                "UPDATE webhook_deliveries SET paused = false, updated_at = now()"
+                " WHERE webhook_id = %s AND status = 'PENDING' AND paused",
+                (webhook_id,),
+            )
+        return _webhook(row)

@@ -22,6 +22,14 @@ pytestmark = pytest.mark.integration
 Conn = psycopg.Connection[Any]
 # `(column = app_lookup('name'::text))`, the one shape a lookup policy may have.
 _LOOKUP_POLICY = re.compile(r"^\((\w+) = app_lookup\('(\w+)'::text\)\)$")
+# `(app_lookup('name'::text) = 'value'::text)`: a background worker's read-only view across
+# tenants. Each one is reviewed and listed here with the only table it may open; a new one
+# fails the tests until it is added (and its ADR written).
+_SERVICE_POLICY = re.compile(r"^\(app_lookup\('(\w+)'::text\) = '(\w+)'::text\)$")
+SERVICE_CONTEXTS = {
+    ("webhook_deliveries", "webhook_deliveries_worker_read"): ("delivery_worker", "on"),
+    ("lattice_outbox", "lattice_outbox_relay_read"): ("outbox_relay", "lattice"),
+}
 
 
 @pytest.fixture
@@ -49,7 +57,7 @@ def _count(conn: Conn, table: str) -> int:
     return int(row[0])
 
 
-def _lookup_policies(admin: Conn) -> list[tuple[str, str, str, str, str]]:
+def _app_lookup_policies(admin: Conn) -> list[tuple[str, str, str, str, str]]:
     """(table, policy, command, qual, with_check) of every policy that reads app_lookup()."""
     rows = admin.execute(
         "SELECT tablename, policyname, cmd, coalesce(qual, ''), coalesce(with_check, '')"
@@ -58,6 +66,36 @@ def _lookup_policies(admin: Conn) -> list[tuple[str, str, str, str, str]]:
         " ORDER BY 1, 2"
     ).fetchall()
     return [tuple(row) for row in rows]
+
+
+def _lookup_policies(admin: Conn) -> list[tuple[str, str, str, str, str]]:
+    """The row-lookup policies: those that are not reviewed service contexts."""
+    return [p for p in _app_lookup_policies(admin) if (p[0], p[1]) not in SERVICE_CONTEXTS]
+
+
+def test_service_context_policies_are_reviewed_read_only_and_open_one_table(
+    admin: Conn, app: Conn, two_tenants: tuple[Seeded, Seeded]
+) -> None:
+    tables = [table.name for table in tenant_tables(admin)]
+    found = {(p[0], p[1]): p for p in _app_lookup_policies(admin) if _SERVICE_POLICY.match(p[3])}
+    assert set(found) == set(SERVICE_CONTEXTS)
+    for (table, policy), (name, value) in SERVICE_CONTEXTS.items():
+        _, _, command, qual, with_check = found[(table, policy)]
+        assert command == "SELECT", f"{policy} must be read-only, is {command}"
+        assert with_check == ""
+        match = _SERVICE_POLICY.match(qual)
+        assert match is not None
+        assert (match[1], match[2]) == (name, value)
+        with app.transaction(force_rollback=True):
+            app.execute("SELECT set_config(%s, %s, true)", (f"app.lookup_{name}", value))
+            for other in tables:
+                if other != table:
+                    assert _count(app, other) == 0, f"{policy} opened {other}"
+            changed = app.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(table))).rowcount
+            assert changed == 0, f"{policy} let a DELETE through"
+        with app.transaction(force_rollback=True):
+            app.execute("SELECT set_config(%s, 'off', true)", (f"app.lookup_{name}",))
+            assert _count(app, table) == 0, f"a wrong {name} value opened {table}"
 
 
 # ---------------------------------------------------------------------------- tenant context

@@ -3,6 +3,7 @@
 A credential is `authorization: Bearer <access token>` or `x-api-key: <API key>`, never both.
 Access tokens are verified locally (signature, claims) and then checked against the Redis
 denylist; API keys are verified against PostgreSQL (briefly cached) and their revocation marker.
+Internal methods (service to service) take only the shared `x-internal-token` instead.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from services.common import context as request_context
 from services.common.access_tokens import AccessTokenVerifier
 from services.common.api_keys import ApiKeyVerifier
 from services.common.denylist import Denylist
-from services.common.errors import InvalidArgument, Unauthenticated
+from services.common.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from services.common.interceptors.base import Context, RpcInterceptor
+from services.common.internal_auth import METADATA_KEY, SERVICE_PRINCIPAL, InternalToken
 
 # Infrastructure RPCs that never carry tenant data.
 ALWAYS_PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
@@ -31,6 +33,10 @@ class AuthInterceptor(RpcInterceptor):
     `denylist` is what makes logout and key deletion take effect; every service passes one.
     Without it (unit tests with fakes only) revocations are not seen. Without `api_keys`,
     `x-api-key` is refused.
+
+    `internal_methods` accept the `internal_token` and nothing else: a tenant credential there is
+    PERMISSION_DENIED (it would let a tenant act for another), and the caller becomes the
+    service principal (tenant_id ""). Elsewhere `x-internal-token` is no credential at all.
     """
 
     def __init__(
@@ -40,11 +46,15 @@ class AuthInterceptor(RpcInterceptor):
         public_methods: Collection[str],
         denylist: Denylist | None = None,
         api_keys: ApiKeyVerifier | None = None,
+        internal_methods: Collection[str] = (),
+        internal_token: InternalToken | None = None,
     ) -> None:
         self._verifier = verifier
         self._public = frozenset(public_methods)
         self._denylist = denylist
         self._api_keys = api_keys
+        self._internal = frozenset(internal_methods)
+        self._internal_token = internal_token
 
     def _is_public(self, method: str) -> bool:
         return method in self._public or method.startswith(ALWAYS_PUBLIC_PREFIXES)
@@ -52,9 +62,26 @@ class AuthInterceptor(RpcInterceptor):
     @asynccontextmanager
     async def around(self, method: str, context: Context) -> AsyncIterator[None]:
         # Raised errors reach the error interceptor (outside this one) and its status table.
-        if not self._is_public(method):
+        if method in self._internal:
+            self._authenticate_internal(context)
+        elif not self._is_public(method):
             await self._authenticate(context)
         yield
+
+    def _authenticate_internal(self, context: Context) -> None:
+        tokens: list[str] = []
+        for key, value in context.invocation_metadata() or ():
+            if key in (AUTHORIZATION, API_KEY):
+                raise PermissionDenied("this method is internal: tenant credentials are refused")
+            if key == METADATA_KEY and isinstance(value, str):
+                tokens.append(value)
+        if len(tokens) > 1:
+            raise InvalidArgument(METADATA_KEY, "send this header once")
+        if not tokens:
+            raise Unauthenticated(f"this method is internal: send {METADATA_KEY}")
+        if self._internal_token is None or not self._internal_token.matches(tokens[0]):
+            raise Unauthenticated(f"{METADATA_KEY} is not valid")
+        request_context.set_principal(SERVICE_PRINCIPAL)
 
     async def _authenticate(self, context: Context) -> None:
         headers: dict[str, list[str]] = {AUTHORIZATION: [], API_KEY: []}

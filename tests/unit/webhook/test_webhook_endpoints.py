@@ -123,3 +123,27 @@ async def test_listing_pages_newest_first(endpoints: Endpoints) -> None:
     with pytest.raises(InvalidArgument) as caught:
         await endpoints.list_page(principal(), page_size=0, page_token="garbage!")
     assert caught.value.field == "page_token"
+
+
+async def test_rotation_and_enabling(store: FakeStore) -> None:
+    woken: list[bool] = []
+    endpoints = Endpoints(
+        store, PUBLIC_RESOLVER, secret_overlap_s=90, wake=lambda: woken.append(True)
+    )
+    record, secret = await endpoints.create(
+        principal(), url=URL, event_types=["*"], description="", ordered=True
+    )
+    assert record.ordered
+
+    rotated = await endpoints.rotate_secret(principal(), record.id)
+    assert rotated.secret != secret
+    assert rotated.secret.startswith("whsec_")
+    assert rotated.previous_expires_at is not None
+    assert "whsec_" not in repr(rotated)
+    store.disable(record.id, "the endpoint answered 410 Gone")
+    enabled = await endpoints.enable(principal(), record.id)
+    assert (enabled.enabled, enabled.disabled_reason) == (True, "")
+    assert woken == [True], "enabling wakes the worker: paused deliveries are due"
+    for call in (endpoints.rotate_secret, endpoints.enable):
+        with pytest.raises(NotFound):
+            await call(principal(OTHER_TENANT), record.id)

@@ -14,15 +14,19 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from services.common.config import ServiceConfig
+from services.common.internal_auth import InternalToken
+from services.webhook.deliveries import Deliveries
 from services.webhook.endpoints import Endpoints
+from services.webhook.policy import RetryPolicy
 from services.webhook.server import start_server
 
-from .support import OTHER_TENANT, TENANT, FakeStore, FixedResolver, Tokens
+from .support import OTHER_TENANT, TENANT, FakeDeliveryStore, FakeStore, FixedResolver, Tokens
 
 Metadata = tuple[tuple[str, str], ...]
 RESOLVER = FixedResolver(
     {"hooks.example.com": ["93.184.215.14"], "intranet.example.com": ["192.168.1.10"]}
 )
+INTERNAL = InternalToken("unit-test-internal-token-0123456789abcdef")
 
 
 @pytest.fixture
@@ -36,7 +40,14 @@ def tokens(tmp_path: Path) -> Tokens:
 
 
 @pytest.fixture
-async def stub(store: FakeStore, tokens: Tokens) -> AsyncIterator[pb_grpc.WebhookServiceAsyncStub]:
+def deliveries(store: FakeStore) -> FakeDeliveryStore:
+    return FakeDeliveryStore(store)
+
+
+@pytest.fixture
+async def stub(
+    store: FakeStore, deliveries: FakeDeliveryStore, tokens: Tokens
+) -> AsyncIterator[pb_grpc.WebhookServiceAsyncStub]:
     config = ServiceConfig(
         service_name="webhook",
         grpc_port=0,
@@ -45,7 +56,14 @@ async def stub(store: FakeStore, tokens: Tokens) -> AsyncIterator[pb_grpc.Webhoo
         redis_url="redis://127.0.0.1:1/0",
     )
     endpoints = Endpoints(store, RESOLVER, allowed=[ipaddress.ip_network("127.0.0.0/8")])
-    running = await start_server(config, endpoints, tokens.verifier())
+    policy = RetryPolicy([0, 5], jitter=0.1, retry_after_max_s=60, disable_after_s=3600)
+    running = await start_server(
+        config,
+        endpoints,
+        Deliveries(deliveries, policy),
+        tokens.verifier(),
+        internal_token=INTERNAL,
+    )
     await running.set_serving()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as chan:
@@ -158,18 +176,173 @@ async def test_ids_and_tenancy(
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_later_rpcs_are_unimplemented_not_internal(
-    stub: pb_grpc.WebhookServiceAsyncStub, auth: Metadata
+async def create(
+    stub: pb_grpc.WebhookServiceAsyncStub, auth: Metadata, **fields: object
+) -> pb.Webhook:
+    request = pb.CreateWebhookRequest(
+        **{"url": "https://hooks.example.com/", "event_types": ["*"], **fields}
+    )
+    created = await stub.CreateWebhook(request, metadata=auth)
+    return created.webhook
+
+
+async def test_ordered_is_kept(stub: pb_grpc.WebhookServiceAsyncStub, auth: Metadata) -> None:
+    webhook = await create(stub, auth, ordered=True)
+    assert webhook.ordered
+    fetched = await stub.GetWebhook(pb.GetWebhookRequest(id=webhook.id), metadata=auth)
+    assert fetched.ordered
+
+
+async def test_rotate_enable_test_resend_and_the_log(
+    stub: pb_grpc.WebhookServiceAsyncStub, store: FakeStore, auth: Metadata
 ) -> None:
+    webhook = await create(stub, auth)
+
+    rotated = await stub.RotateWebhookSecret(
+        pb.RotateWebhookSecretRequest(id=webhook.id), metadata=auth
+    )
+    assert rotated.secret.startswith("whsec_")
+    assert rotated.HasField("previous_secret_expires_at")
+    tested = await stub.TestWebhook(pb.TestWebhookRequest(id=webhook.id), metadata=auth)
+    assert tested.status == pb.Delivery.PENDING
+    assert tested.event_type == "webhook.test"
+    assert tested.attempt == 0
+    resent = await stub.ResendDelivery(
+        pb.ResendDeliveryRequest(id=webhook.id, delivery_id=tested.id), metadata=auth
+    )
+    assert resent.event_id == tested.event_id
+    assert resent.id != tested.id
+    listed = await stub.ListDeliveries(
+        pb.ListDeliveriesRequest(id=webhook.id, page_size=1), metadata=auth
+    )
+    assert [row.id for row in listed.deliveries] == [resent.id]
+    following = await stub.ListDeliveries(
+        pb.ListDeliveriesRequest(id=webhook.id, page_token=listed.next_page_token), metadata=auth
+    )
+    assert [row.id for row in following.deliveries] == [tested.id]
+    assert following.next_page_token == ""
+
+    store.disable(webhook.id, "the endpoint answered 410 Gone")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.TestWebhook(pb.TestWebhookRequest(id=webhook.id), metadata=auth)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    enabled = await stub.EnableWebhook(pb.EnableWebhookRequest(id=webhook.id), metadata=auth)
+    assert enabled.enabled
+    assert enabled.disabled_reason == ""
+
+
+async def test_another_tenants_ids_are_not_found(
+    stub: pb_grpc.WebhookServiceAsyncStub, tokens: Tokens, auth: Metadata
+) -> None:
+    webhook = await create(stub, auth)
+    tested = await stub.TestWebhook(pb.TestWebhookRequest(id=webhook.id), metadata=auth)
+    other = tokens.metadata(OTHER_TENANT)
+    mine = await create(stub, other)
     calls = (
-        stub.RotateWebhookSecret(pb.RotateWebhookSecretRequest(id="x"), metadata=auth),
-        stub.EnableWebhook(pb.EnableWebhookRequest(id="x"), metadata=auth),
-        stub.TestWebhook(pb.TestWebhookRequest(id="x"), metadata=auth),
-        stub.ListDeliveries(pb.ListDeliveriesRequest(id="x"), metadata=auth),
-        stub.ResendDelivery(pb.ResendDeliveryRequest(id="x", delivery_id="y"), metadata=auth),
-        stub.PublishEvent(pb.PublishEventRequest(event_id="e"), metadata=auth),
+        stub.RotateWebhookSecret(pb.RotateWebhookSecretRequest(id=webhook.id), metadata=other),
+        stub.EnableWebhook(pb.EnableWebhookRequest(id=webhook.id), metadata=other),
+        stub.TestWebhook(pb.TestWebhookRequest(id=webhook.id), metadata=other),
+        stub.ListDeliveries(pb.ListDeliveriesRequest(id=webhook.id), metadata=other),
+        stub.ResendDelivery(
+            pb.ResendDeliveryRequest(id=webhook.id, delivery_id=tested.id), metadata=other
+        ),
+        stub.ResendDelivery(
+            pb.ResendDeliveryRequest(id=mine.id, delivery_id=tested.id), metadata=other
+        ),
     )
     for call in calls:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await call
-        assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_bad_ids_are_invalid_arguments(
+    stub: pb_grpc.WebhookServiceAsyncStub, auth: Metadata
+) -> None:
+    webhook = await create(stub, auth)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ResendDelivery(
+            pb.ResendDeliveryRequest(id=webhook.id, delivery_id="nope"), metadata=auth
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violations(caught.value) == ["delivery_id"]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ListDeliveries(pb.ListDeliveriesRequest(id="nope"), metadata=auth)
+    assert violations(caught.value) == ["id"]
+
+
+def publish_request(**fields: object) -> pb.PublishEventRequest:
+    request = pb.PublishEventRequest(
+        event_id="evt_1", tenant_id=TENANT, event_type="lattice.created"
+    )
+    for name, value in fields.items():
+        setattr(request, name, value)
+    request.data.update({"lattice_id": "l", "size": 3})
+    return request
+
+
+async def test_publish_event_needs_the_internal_token(
+    stub: pb_grpc.WebhookServiceAsyncStub, tokens: Tokens, auth: Metadata
+) -> None:
+    internal = INTERNAL.metadata()
+    cases = {
+        grpc.StatusCode.UNAUTHENTICATED: [(), (("x-internal-token", "y" * 43),)],
+        grpc.StatusCode.PERMISSION_DENIED: [
+            auth,
+            (("x-api-key", "cat_aaaaaaaaaaaa_" + "b" * 43),),
+            (*auth, *internal),
+        ],
+        grpc.StatusCode.INVALID_ARGUMENT: [(*internal, *internal)],
+    }
+    for code, attempts in cases.items():
+        for metadata in attempts:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.PublishEvent(publish_request(), metadata=metadata)
+            assert caught.value.code() == code, metadata
+    # And the internal token is no credential for the tenant methods.
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ListWebhooks(pb.ListWebhooksRequest(), metadata=internal)
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_publish_event_queues_once_per_event_id(
+    stub: pb_grpc.WebhookServiceAsyncStub, deliveries: FakeDeliveryStore, auth: Metadata
+) -> None:
+    await create(stub, auth)
+    await create(stub, auth, event_types=["path.computed"])
+    internal = INTERNAL.metadata()
+
+    first = await stub.PublishEvent(publish_request(), metadata=internal)
+    again = await stub.PublishEvent(publish_request(), metadata=internal)
+
+    assert (first.queued_deliveries, again.queued_deliveries) == (1, 0)
+    [(tenant_id, event)] = deliveries.events.values()
+    assert tenant_id == TENANT
+    assert event.body.startswith(b'{"type":"lattice.created","timestamp":"')
+    assert event.body.endswith(b'"data":{"lattice_id":"l","size":3}}')
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"event_id": ""}, "event_id"),
+        ({"event_id": "x" * 129}, "event_id"),
+        ({"event_id": "a b"}, "event_id"),
+        ({"event_type": "lattice.exploded"}, "event_type"),
+        ({"tenant_id": "tenant"}, "tenant_id"),
+    ],
+)
+async def test_publish_event_checks_its_request(
+    stub: pb_grpc.WebhookServiceAsyncStub, fields: dict[str, object], field: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.PublishEvent(publish_request(**fields), metadata=INTERNAL.metadata())
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violations(caught.value) == [field]
+
+
+async def test_publish_event_for_an_unknown_tenant(stub: pb_grpc.WebhookServiceAsyncStub) -> None:
+    request = publish_request(tenant_id="00000000-0000-4000-8000-000000000000")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.PublishEvent(request, metadata=INTERNAL.metadata())
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
