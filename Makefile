@@ -12,6 +12,7 @@ DESCRIPTOR_EXTRAS := protos/google/rpc/error_details.proto protos/google/rpc/sta
 BUF := node_modules/.bin/buf
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+LOADTEST_ARGS ?=
 
 .PHONY: help
 help: ## list the targets
@@ -74,6 +75,10 @@ $(VENV)/.bench-installed: pyproject.toml $(VENV)/.installed
 .PHONY: bench
 bench: protos $(VENV)/.bench-installed ## run the engine benchmarks against igraph, scipy, rustworkx, networkx
 	@$(PY) -m bench $(BENCH_ARGS)
+
+.PHONY: loadtest
+loadtest: protos ## bounded loopback load tests; writes ghz-format JSON reports
+	$(PY) -m loadtest $(LOADTEST_ARGS)
 
 # ---------------------------------------------------------------- API documents
 .PHONY: openapi

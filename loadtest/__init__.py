@@ -1,0 +1,1 @@
+"""Bounded loopback load tests against a private devstack; ghz-format JSON reports."""

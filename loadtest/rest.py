@@ -1,0 +1,410 @@
+"""REST through Envoy: authenticated GET /v1/lattices/{id} against a no-op ceiling.
+
+Starts a private devstack on free ports, registers a tenant, creates a lattice, then drives
+HTTP/1.1 keep-alive requests over N connections for a bounded time with a raw-asyncio client
+(lower overhead than httpx; it still shares the machine's cores with the stack). Writes one
+ghz-format JSON report per scenario and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+PERCENTILES = (10, 25, 50, 75, 90, 95, 99)
+TARGET_RPS = 1500
+TARGET_P99_MS = 50.0
+TARGET_CEILING_SHARE = 0.70
+TARGET_OUTSIDE_ENGINE = 0.20
+
+STACK_ENV = {
+    "DEFAULT_PLAN": "enterprise",
+    "RATE_LIMIT_MULTIPLIER": "1000",
+    "TENANT_RATE_LIMIT_ENTERPRISE_PER_S": "1000000",
+    "TENANT_RATE_LIMIT_ENTERPRISE_BURST": "1000000",
+    "LOG_LEVEL": "WARNING",
+}
+
+
+@dataclass
+class Result:
+    name: str
+    started: float
+    total_s: float = 0.0
+    latencies_ns: list[int] = field(default_factory=list)
+    statuses: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    engine_ms: list[float] = field(default_factory=list)
+    first_failure: str = ""
+
+    @property
+    def count(self) -> int:
+        return len(self.latencies_ns) + sum(self.errors.values())
+
+    def percentile_ns(self, p: float) -> int:
+        data = sorted(self.latencies_ns)
+        if not data:
+            return 0
+        return data[min(len(data) - 1, max(0, round(p / 100 * len(data)) - 1))]
+
+    @property
+    def rps(self) -> float:
+        return self.count / self.total_s if self.total_s else 0.0
+
+    @property
+    def error_count(self) -> int:
+        bad = sum(n for code, n in self.statuses.items() if code != "200")
+        return bad + sum(self.errors.values())
+
+    def ghz(self) -> dict:
+        """ghz's JSON report fields; durations in nanoseconds."""
+        lat = self.latencies_ns
+        return {
+            "name": self.name,
+            "date": datetime.fromtimestamp(self.started, UTC).isoformat(),
+            "count": self.count,
+            "total": int(self.total_s * 1e9),
+            "average": int(sum(lat) / len(lat)) if lat else 0,
+            "fastest": min(lat) if lat else 0,
+            "slowest": max(lat) if lat else 0,
+            "rps": self.rps,
+            "latencyDistribution": [
+                {"percentage": p, "latency": self.percentile_ns(p)} for p in PERCENTILES
+            ],
+            "statusCodeDistribution": dict(self.statuses),
+            "errorDistribution": dict(self.errors),
+        }
+
+
+class Conn:
+    """One HTTP/1.1 keep-alive connection over raw asyncio streams."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+    async def request(self, raw: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            await self.open()
+        assert self.reader is not None
+        assert self.writer is not None
+        self.writer.write(raw)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        headers = {}
+        for line in lines[1:]:
+            if ":" in line:
+                k, v = line.split(":", 1)
+                headers[k.strip().lower()] = v.strip()
+        if "content-length" in headers:
+            body = await self.reader.readexactly(int(headers["content-length"]))
+        elif headers.get("transfer-encoding", "").lower() == "chunked":
+            parts = []
+            while True:
+                size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                if size == 0:
+                    await self.reader.readuntil(b"\r\n")
+                    break
+                parts.append(await self.reader.readexactly(size))
+                await self.reader.readexactly(2)
+            body = b"".join(parts)
+        else:
+            body = b""
+        if headers.get("connection", "").lower() == "close":
+            self.close()
+        return status, body
+
+
+def raw_get(host: str, port: int, path: str, token: str | None) -> bytes:
+    lines = [f"GET {path} HTTP/1.1", f"Host: {host}:{port}", "Accept: application/json"]
+    if token:
+        lines.append(f"Authorization: Bearer {token}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def drive(
+    name: str,
+    url: str,
+    path: str,
+    token: str | None,
+    connections: int,
+    duration: float,
+    engine_field: str | None = None,
+    max_requests: int = 0,
+) -> Result:
+    """N workers, one keep-alive connection each, back to back until the deadline."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    raw = raw_get(host, port, path, token)
+    result = Result(name, time.time())
+    conns = [Conn(host, port) for _ in range(connections)]
+    await asyncio.gather(*(c.open() for c in conns))
+    issued = 0
+    deadline = time.perf_counter() + duration
+
+    async def worker(conn: Conn) -> None:
+        nonlocal issued
+        while time.perf_counter() < deadline and (not max_requests or issued < max_requests):
+            issued += 1
+            t0 = time.perf_counter_ns()
+            try:
+                status, body = await asyncio.wait_for(conn.request(raw), timeout=30)
+            except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+                result.errors[type(exc).__name__] += 1
+                conn.close()
+                continue
+            result.latencies_ns.append(time.perf_counter_ns() - t0)
+            result.statuses[str(status)] += 1
+            if status != 200 and not result.first_failure:
+                result.first_failure = f"{status} {body[:300].decode(errors='replace')}"
+            if engine_field and status == 200:
+                reply = json.loads(body)
+                camel = "".join(
+                    w.title() if i else w for i, w in enumerate(engine_field.split("_"))
+                )
+                result.engine_ms.append(float(reply.get(engine_field, reply.get(camel, 0.0))))
+
+    t_start = time.perf_counter()
+    await asyncio.gather(*(worker(c) for c in conns))
+    result.total_s = time.perf_counter() - t_start
+    for c in conns:
+        c.close()
+    return result
+
+
+def register_and_login(client: httpx.Client) -> str:
+    unique = uuid.uuid4().hex[:12]
+    email, password = f"load-{unique}@example.com", f"load passphrase {unique} staple"
+    reply = client.post(
+        "/v1/auth/register",
+        json={"email": email, "password": password, "tenant_name": f"load-{unique}"},
+    )
+    reply.raise_for_status()
+    reply = client.post("/v1/auth/login", json={"email": email, "password": password})
+    reply.raise_for_status()
+    return reply.json()["access_token"]
+
+
+def path_query(size: int) -> str:
+    n = size - 1
+    return f"start=0&start=0&start=0&end={n}&end={n}&end={n}"  # opposite corners
+
+
+def create_path_lattice(client: httpx.Client, token: str, size: int) -> str:
+    """A size^3 lattice, 20% blocked, whose opposite corners are open and connected: seeds are
+    tried in order (at most 10) and a probe FindPath must answer 200."""
+    auth = {"authorization": f"Bearer {token}"}
+    for seed in range(1, 11):
+        lattice_id = create_lattice(client, token, size, 0.2, seed=seed)
+        reply = client.get(f"/v1/lattices/{lattice_id}/path?{path_query(size)}", headers=auth)
+        if reply.status_code == 200:
+            return lattice_id
+        client.delete(f"/v1/lattices/{lattice_id}", headers=auth)
+    raise RuntimeError(f"no seed in 1..10 gave a connected corner-to-corner path: {reply.text}")
+
+
+def create_lattice(
+    client: httpx.Client, token: str, size: int, blocked: float, seed: int = 7
+) -> str:
+    reply = client.post(
+        "/v1/lattices",
+        headers={"authorization": f"Bearer {token}"},
+        json={
+            "name": f"load-{size}",
+            "dimensions": 3,
+            "size": size,
+            "random": {"seed": seed, "low": 1.0, "high": 2.0, "blocked_fraction": blocked},
+        },
+        timeout=120,
+    )
+    if reply.status_code != 200:
+        raise RuntimeError(f"CreateLattice {reply.status_code}: {reply.text}")
+    return reply.json()["id"]
+
+
+def ms(ns: float) -> str:
+    return f"{ns / 1e6:.2f}"
+
+
+def machine() -> str:
+    model = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} logical CPUs"
+
+
+def print_table(results: list[Result], ceiling: Result | None) -> None:
+    print(f"{'scenario':<34} {'rps':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'ceiling':>8}")
+    for r in results:
+        share = f"{r.rps / ceiling.rps:.0%}" if ceiling and ceiling.rps else "-"
+        print(
+            f"{r.name:<34} {r.rps:>9.0f} {ms(r.percentile_ns(50)):>8} "
+            f"{ms(r.percentile_ns(99)):>8} {r.error_count:>7} {share:>8}"
+        )
+
+
+def verdicts(get: Result, ceiling: Result, path: Result | None) -> list[str]:
+    out = []
+    p99 = get.percentile_ns(99) / 1e6
+    share = get.rps / ceiling.rps if ceiling.rps else 0.0
+    checks = [
+        (
+            f"rps {get.rps:.0f} >= {TARGET_RPS}",
+            get.rps >= TARGET_RPS,
+            f"short by {TARGET_RPS - get.rps:.0f} req/s ({1 - get.rps / TARGET_RPS:.0%})",
+        ),
+        (
+            f"p99 {p99:.2f} ms <= {TARGET_P99_MS:.0f} ms",
+            p99 <= TARGET_P99_MS,
+            f"over by {p99 - TARGET_P99_MS:.2f} ms",
+        ),
+        (f"errors {get.error_count} == 0", get.error_count == 0, f"{get.error_count} errors"),
+        (
+            f"{share:.0%} of ceiling >= {TARGET_CEILING_SHARE:.0%}",
+            share >= TARGET_CEILING_SHARE,
+            f"short by {TARGET_CEILING_SHARE - share:.0%} points",
+        ),
+    ]
+    if path is not None and path.engine_ms:
+        outside = outside_share(path)
+        checks.append(
+            (
+                f"path share outside engine {outside:.1%} <= {TARGET_OUTSIDE_ENGINE:.0%}",
+                outside <= TARGET_OUTSIDE_ENGINE,
+                f"over by {outside - TARGET_OUTSIDE_ENGINE:.1%} points",
+            )
+        )
+    for text, ok, miss in checks:
+        out.append(f"{text}: PASS" if ok else f"{text}: FAIL ({miss})")
+    return out
+
+
+def outside_share(r: Result) -> float:
+    wall_ms = sum(r.latencies_ns) / 1e6
+    return 1 - sum(r.engine_ms) / wall_ms if wall_ms else 0.0
+
+
+async def run_all(args: argparse.Namespace, url: str, token: str, ids: dict) -> list[Result]:
+    results = []
+    # Warm-up: connections, Envoy's JWT cache, the services' plan cache.
+    await drive("warmup", url, f"/v1/lattices/{ids['get']}", token, args.connections, 1.0)
+    results.append(
+        await drive(
+            "rest GET /v1/lattices/{id}",
+            url,
+            f"/v1/lattices/{ids['get']}",
+            token,
+            args.connections,
+            args.duration,
+        )
+    )
+    results.append(
+        await drive(
+            "ceiling GET /.well-known/jwks.json",
+            url,
+            "/.well-known/jwks.json",
+            None,
+            args.connections,
+            args.duration,
+        )
+    )
+    if ids.get("path"):
+        q = path_query(args.path_size)
+        results.append(
+            await drive(
+                f"path {args.path_size}^3 20% blocked",
+                url,
+                f"/v1/lattices/{ids['path']}/path?{q}",
+                token,
+                args.path_connections,
+                args.path_duration,
+                engine_field="elapsed_ms",
+                max_requests=args.path_requests,
+            )
+        )
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtest rest", description=__doc__)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per scenario")
+    parser.add_argument("--out", type=Path, default=Path("loadtest-reports"))
+    parser.add_argument("--no-path", action="store_true", help="skip the FindPath scenario")
+    parser.add_argument("--path-size", type=int, default=100)
+    parser.add_argument("--path-connections", type=int, default=1)
+    parser.add_argument("--path-duration", type=float, default=15.0)
+    parser.add_argument("--path-requests", type=int, default=100)
+    args = parser.parse_args(argv)
+    if not 1 <= args.connections <= 1024 or not 0 < args.duration <= 300:
+        parser.error("bounded: 1..1024 connections, 0..300 s")
+
+    from devstack import Stack, StackPorts
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="loadtest-") as tmp:
+        os.chmod(tmp, 0o755)  # noqa: S103 - PostgreSQL may run as another account
+        log = (lambda line: None) if os.environ.get("LOADTEST_QUIET") else print
+        with Stack(
+            tmp, StackPorts.free(), fast_postgres=True, extra_env=STACK_ENV, log=log
+        ) as stack:
+            url = stack.gateway_url
+            with httpx.Client(base_url=url, timeout=120) as client:
+                token = register_and_login(client)
+                ids = {"get": create_lattice(client, token, 10, 0.0)}
+                if not args.no_path:
+                    ids["path"] = create_path_lattice(client, token, args.path_size)
+            results = asyncio.run(run_all(args, url, token, ids))
+    get, ceiling = results[0], results[1]
+    path = results[2] if len(results) > 2 else None
+    for r in results:
+        slug = r.name.split()[0]
+        (args.out / f"{slug}.json").write_text(json.dumps(r.ghz(), indent=2) + "\n")
+    print(f"\nmachine: {machine()}; load average {os.getloadavg()[0]:.2f} (1 min)")
+    print(f"{args.connections} connections, {args.duration:g} s each; path: ", end="")
+    print(f"{args.path_connections} connection(s), at most {args.path_requests} requests")
+    print_table(results, ceiling)
+    for r in results:
+        if r.first_failure:
+            print(f"{r.name}: first failure: {r.first_failure}")
+    if path is not None and path.engine_ms:
+        engine = sorted(path.engine_ms)
+        print(
+            f"\npath: {path.count} requests, end-to-end p50 {ms(path.percentile_ns(50))} ms, "
+            f"p99 {ms(path.percentile_ns(99))} ms; engine elapsed_ms p50 "
+            f"{engine[len(engine) // 2]:.2f} ms; share outside the engine "
+            f"{outside_share(path):.1%}"
+        )
+    print()
+    for line in verdicts(get, ceiling, path):
+        print(line)
+    print(f"\nreports: {args.out}/")
+    return 0
