@@ -82,8 +82,9 @@ loadtest: protos ## bounded loopback load tests; writes ghz-format JSON reports
 
 # ---------------------------------------------------------------- API documents
 .PHONY: openapi
-openapi: protos ## regenerate docs/api/openapi.json from the protos (committed; tests check drift)
+openapi: protos ## regenerate docs/api/openapi.json and the generated parts of docs/api/*.md (committed; tests check drift)
 	@$(PY) -m gateway.openapi --out docs/api/openapi.json
+	@$(PY) -m gateway.apidocs
 
 FUZZ_EXAMPLES ?= 200
 .PHONY: fuzz

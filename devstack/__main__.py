@@ -22,8 +22,8 @@ Envoy gateway, prints where everything is, and stops it all on Ctrl-C or SIGTERM
 _EPILOG = (
     "ports (environment variable, default): "
     + ", ".join(f"{var} {default}" for var, default in PORT_ENV.values())
-    + ". Other variables: RUN_DIR, GATEWAY_BIND, GATEWAY_DESCRIPTOR, DATABASE_URL,"
-    + " DATABASE_ADMIN_URL, REDIS_URL."
+    + ". Other variables: RUN_DIR, GATEWAY_BIND, GATEWAY_DESCRIPTOR, GATEWAY_CORS_ORIGINS,"
+    + " DATABASE_URL, DATABASE_ADMIN_URL, REDIS_URL."
 )
 
 

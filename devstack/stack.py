@@ -19,7 +19,7 @@ from devstack.postgres import Postgres
 from devstack.procs import ProcessError, log_tail
 from devstack.redis import Redis
 from devstack.services import SERVICES, Services
-from gateway.render import DEFAULT_DESCRIPTOR, GatewayConfig
+from gateway.render import DEFAULT_DESCRIPTOR, GatewayConfig, parse_origins
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,6 +67,7 @@ class Stack:
         redis_url: str | None = None,
         gateway_bind: str = "127.0.0.1",
         descriptor: Path = DEFAULT_DESCRIPTOR,
+        cors_origins: tuple[str, ...] = (),
         extra_env: Mapping[str, str] | None = None,
         log: Callable[[str], None] = print,
     ) -> None:
@@ -107,6 +108,8 @@ class Stack:
                 webhook_addr=self.addr("webhook"),
                 descriptor=descriptor,
                 access_log=str(self.logs_dir / "gateway-access.log"),
+                # Browser origins allowed by CORS: none unless the caller names them.
+                cors_origins=cors_origins,
             ),
             base_id=self.ports.gateway,
         )
@@ -121,8 +124,8 @@ class Stack:
         log: Callable[[str], None] = print,
     ) -> Stack:
         """The `make up` stack: ports, RUN_DIR, DATABASE_URL, DATABASE_ADMIN_URL, REDIS_URL,
-        GATEWAY_BIND and GATEWAY_DESCRIPTOR from the environment; servers are started only for
-        the URLs left unset."""
+        GATEWAY_BIND, GATEWAY_DESCRIPTOR and GATEWAY_CORS_ORIGINS from the environment; servers
+        are started only for the URLs left unset."""
         env = os.environ if env is None else env
         return cls(
             run_dir=env.get("RUN_DIR") or None,
@@ -133,6 +136,7 @@ class Stack:
             redis_url=env.get("REDIS_URL") or None,
             gateway_bind=env.get("GATEWAY_BIND") or "127.0.0.1",
             descriptor=Path(env.get("GATEWAY_DESCRIPTOR") or DEFAULT_DESCRIPTOR),
+            cors_origins=parse_origins(env.get("GATEWAY_CORS_ORIGINS", "")),
             log=log,
         )
 

@@ -105,17 +105,18 @@ class GatewayConfig:
             max_request_bytes=integer("GATEWAY_MAX_REQUEST_BYTES", 8 * MiB),
             openapi_document=Path(env.get("GATEWAY_OPENAPI") or DEFAULT_OPENAPI),
             web_assets=Path(env.get("GATEWAY_WEB_ASSETS") or DEFAULT_WEB_ASSETS),
-            cors_origins=tuple(
-                origin.strip()
-                for origin in env.get("GATEWAY_CORS_ORIGINS", "").split(",")
-                if origin.strip()
-            ),
+            cors_origins=parse_origins(env.get("GATEWAY_CORS_ORIGINS", "")),
             rate_limit_per_s=integer("GATEWAY_RATE_LIMIT_PER_S", 2000),
             max_connections=integer("GATEWAY_MAX_CONNECTIONS", 10000),
             tls_cert=Path(env["GATEWAY_TLS_CERT"]) if env.get("GATEWAY_TLS_CERT") else None,
             tls_key=Path(env["GATEWAY_TLS_KEY"]) if env.get("GATEWAY_TLS_KEY") else None,
             tls_port=integer("GATEWAY_TLS_PORT", 8443),
         )
+
+
+def parse_origins(text: str) -> tuple[str, ...]:
+    """GATEWAY_CORS_ORIGINS: comma-separated exact origins; empty means no CORS at all."""
+    return tuple(origin.strip() for origin in text.split(",") if origin.strip())
 
 
 def split_addr(addr: str) -> tuple[str, int, str]:

@@ -21,6 +21,9 @@ from gateway.render import DEFAULT_DESCRIPTOR
 # Plain asserts in the shared e2e helpers get pytest's detailed failure messages too.
 pytest.register_assert_rewrite("tests.e2e.helpers")
 
+# The browser origin the session stack's gateway allows (GATEWAY_CORS_ORIGINS).
+TEST_CORS_ORIGIN = "https://app.example.test"
+
 
 @pytest.fixture(scope="session")
 def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
@@ -45,6 +48,9 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
         redis_url=None,
         # The descriptor set Envoy transcodes with: `make protos` output unless overridden.
         descriptor=Path(os.environ.get("GATEWAY_DESCRIPTOR") or DEFAULT_DESCRIPTOR),
+        # One browser origin allowed, so CORS is exercised as a deployment configures it
+        # (tests/e2e/test_gateway_hardening.py); `make up` allows none unless told to.
+        cors_origins=(TEST_CORS_ORIGIN,),
         extra_env={
             "DEFAULT_PLAN": "free",
             "WEBHOOK_ALLOW_CIDRS": "127.0.0.0/8",

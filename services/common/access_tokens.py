@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -23,6 +24,9 @@ _JOSE_REQUIRED = ("aud", "iat", "exp", "nbf", "iss", "sub", "jti")
 DEFAULT_LEEWAY_S = 5
 
 JwksFetcher = Callable[[], Awaitable[Sequence[dict[str, str]]]]
+# Tokens verified once are remembered (bounded) until they expire: a client sends the same
+# token on every call, and an ES256 verification costs more than the rest of a light RPC.
+DEFAULT_CACHE_SIZE = 10_000
 
 
 class AccessTokenVerifier:
@@ -30,6 +34,12 @@ class AccessTokenVerifier:
 
     An unknown `kid` triggers one re-fetch (rate-limited), so rotated keys are picked up
     without a restart and a flood of forged kids cannot hammer the auth service.
+
+    A token that verified is remembered, keyed by its SHA-256, with the claims it proved, and
+    accepted from memory until its `exp` (plus leeway) passes; `nbf` is checked on every use.
+    Only valid tokens are remembered (a forged token costs a full verification every time),
+    at most `cache_size` of them, oldest first out; a key that disappears from the JWKS takes
+    its tokens with it. Revocation is not cached: the caller checks the denylist every time.
     """
 
     def __init__(
@@ -40,6 +50,8 @@ class AccessTokenVerifier:
         audience: str,
         leeway_s: int = DEFAULT_LEEWAY_S,
         min_refetch_interval_s: float = 5.0,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._fetch = fetch_jwks
         self._issuer = issuer
@@ -49,16 +61,42 @@ class AccessTokenVerifier:
         self._keys: dict[str, dict[str, str]] = {}
         self._fetched_at = float("-inf")
         self._lock = asyncio.Lock()
+        self._cache_size = cache_size
+        self._clock = clock
+        # sha256(token) -> (kid, not-before, the verified principal); insertion order = age.
+        self._verified: dict[bytes, tuple[str, float, Principal]] = {}
 
     async def verify(self, token: str) -> Principal:
         """The caller the token names; Unauthenticated for anything short of a valid token."""
+        digest = hashlib.sha256(token.encode()).digest()
+        hit = self._verified.get(digest)
+        if hit is not None:
+            kid, not_before, principal = hit
+            now = self._clock()
+            if kid in self._keys and not_before - self._leeway_s <= now:
+                if now <= principal.expires_at + self._leeway_s:
+                    return principal
+                del self._verified[digest]
+        principal, kid, not_before = await self._verify_signed(token)
+        self._remember(digest, kid, not_before, principal)
+        return principal
+
+    def _remember(self, digest: bytes, kid: str, not_before: float, principal: Principal) -> None:
+        if self._cache_size <= 0:
+            return
+        while len(self._verified) >= self._cache_size:
+            del self._verified[next(iter(self._verified))]
+        self._verified[digest] = (kid, not_before, principal)
+
+    async def _verify_signed(self, token: str) -> tuple[Principal, str, float]:
         try:
             header = jwt.get_unverified_header(token)
         except JOSEError as exc:
             raise Unauthenticated("malformed access token") from exc
         if header.get("alg") not in ALLOWED_ALGORITHMS:
             raise Unauthenticated("access token algorithm not accepted")
-        key = await self._key(str(header.get("kid", "")))
+        kid = str(header.get("kid", ""))
+        key = await self._key(kid)
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -78,7 +116,7 @@ class AccessTokenVerifier:
             raise Unauthenticated(f"access token lacks claims: {', '.join(missing)}")
         if claims["typ"] != ACCESS_TOKEN_TYPE:
             raise Unauthenticated("not an access token")
-        return Principal(
+        principal = Principal(
             user_id=str(claims["sub"]),
             tenant_id=str(claims["tenant_id"]),
             role=str(claims["role"]),
@@ -86,6 +124,7 @@ class AccessTokenVerifier:
             token_id=str(claims["jti"]),
             expires_at=float(claims["exp"]),
         )
+        return principal, kid, float(claims["nbf"])
 
     async def _key(self, kid: str) -> dict[str, str]:
         if kid in self._keys:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+import time
+import weakref
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import psycopg
 from psycopg.rows import DictRow, dict_row
+from psycopg.sql import SQL, Composed
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from services.common.config import redact_url
@@ -18,6 +21,32 @@ Pool = AsyncConnectionPool[Connection]
 
 
 _LOOKUP_NAME = re.compile(r"[a-z][a-z0-9_]*")
+# A connection back in the pool for longer than this is pinged before it is handed out again.
+IDLE_CHECK_AFTER_S = 1.0
+
+
+class _IdleCheck:
+    """Pings a pooled connection only when it sat idle, not on every checkout.
+
+    A connection that was in use a moment ago is as good as a ping; one that idled may have
+    been cut by a database restart or an idle timeout. Pinging on every checkout would add a
+    round trip to every transaction.
+    """
+
+    def __init__(self) -> None:
+        self._returned_at: weakref.WeakKeyDictionary[Connection, float] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def returned(self, conn: Connection) -> None:
+        self._returned_at[conn] = time.monotonic()
+
+    async def check(self, conn: Connection) -> None:
+        if conn.broken or conn.closed:
+            raise psycopg.OperationalError("the connection is closed")
+        returned_at = self._returned_at.get(conn)
+        if returned_at is None or time.monotonic() - returned_at >= IDLE_CHECK_AFTER_S:
+            await AsyncConnectionPool.check_connection(conn)
 
 
 class DatabaseUnavailableError(DependencyUnavailableError):
@@ -28,6 +57,7 @@ async def open_pool(
     url: str, *, min_size: int, max_size: int, name: str, connect_timeout_s: float = 10.0
 ) -> Pool:
     """An opened pool whose `min_size` connections are up, or DatabaseUnavailableError."""
+    idle_check = _IdleCheck()
     pool: Pool = AsyncConnectionPool(
         url,
         connection_class=Connection,
@@ -39,7 +69,8 @@ async def open_pool(
         name=name,
         open=False,
         # Connections killed by a database restart are found before a request gets them.
-        check=AsyncConnectionPool.check_connection,
+        check=idle_check.check,
+        reset=idle_check.returned,
     )
     try:
         await pool.open(wait=True, timeout=connect_timeout_s)
@@ -73,6 +104,27 @@ class Database:
         async with self.transaction() as conn:
             await conn.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant_id,))
             yield conn
+
+    async def tenant_statement(
+        self, tenant_id: str, query: str | SQL | Composed, params: Sequence[object] = ()
+    ) -> list[DictRow]:
+        """Runs one statement under `tenant_id`'s row-level security in one round trip
+        (tenant_transaction takes four: BEGIN, the setting, the statement, COMMIT); its rows.
+
+        The setting and the statement travel as one simple-protocol message, which PostgreSQL
+        runs as one implicit transaction: the transaction-local setting holds for the statement
+        and ends with it. psycopg binds `params` on the client (quoted literals, never
+        formatted into the text). For a read, or a write that is one statement on its own
+        (a statement is atomic); writes that go together belong in tenant_transaction.
+        """
+        statement = SQL("SELECT set_config('app.tenant_id', %s, true); ") + (
+            SQL(query) if isinstance(query, str) else query
+        )
+        async with self.pool.connection() as conn:
+            cur = psycopg.AsyncClientCursor(conn, row_factory=dict_row)
+            await cur.execute(statement, (tenant_id, *params))
+            cur.nextset()
+            return await cur.fetchall() if cur.description is not None else []
 
     @asynccontextmanager
     async def lookup_transaction(self, **lookups: str) -> AsyncIterator[Connection]:

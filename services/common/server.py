@@ -5,19 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.common.config import ConfigError, ServiceConfig
 from services.common.errors import DependencyUnavailableError
-from services.common.interceptors import default_interceptors
+from services.common.interceptors import RpcInterceptor, default_interceptors
 
 logger = logging.getLogger("catalytic.server")
 
@@ -98,8 +100,8 @@ async def build_server(
     service_names: Sequence[str],
     register: Callable[[grpc.aio.Server], None],
     resources: contextlib.AsyncExitStack | None = None,
-    auth_interceptor: grpc.aio.ServerInterceptor | None = None,
-    rate_limit_interceptor: grpc.aio.ServerInterceptor | None = None,
+    auth_interceptor: RpcInterceptor | None = None,
+    rate_limit_interceptor: RpcInterceptor | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> RunningService:
     """Builds, binds and starts the server; health stays NOT_SERVING until set_serving().
@@ -166,12 +168,25 @@ async def serve_until_signal(running: RunningService, grace: float) -> None:
     logger.info("server stopped")
 
 
+def event_loop_factory(env: Mapping[str, str]) -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvloop's loop, unless EVENT_LOOP=asyncio asks for the standard one (e.g. to debug)."""
+    choice = env.get("EVENT_LOOP", "uvloop").strip().lower() or "uvloop"
+    if choice == "asyncio":
+        return asyncio.new_event_loop
+    if choice != "uvloop":
+        raise ConfigError(f"EVENT_LOOP={choice!r}: expected uvloop or asyncio")
+    return uvloop.new_event_loop
+
+
 def run_service(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Runs an entry point's async main to completion; the `__main__` modules call this."""
     # A second Ctrl-C while the graceful stop runs ends the process without a traceback.
     try:
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(main())
+        with (
+            contextlib.suppress(KeyboardInterrupt),
+            asyncio.Runner(loop_factory=event_loop_factory(os.environ)) as runner,
+        ):
+            runner.run(main())
     except (ConfigError, DependencyUnavailableError) as exc:
         # An operator's mistake or a missing dependency: one clear line, no traceback.
         print(f"cannot start: {exc}", file=sys.stderr)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
+from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 from psycopg_pool import PoolTimeout
 
@@ -50,11 +51,17 @@ def _field(row: dict[str, Any]) -> EncodedField:
     )
 
 
+INSERT_EVENT = (
+    "INSERT INTO lattice_outbox (id, tenant_id, event_type, data) VALUES (%s, %s, %s, %s)"
+)
+
+
+def event_params(tenant_id: str, event: OutboxEvent) -> tuple[object, ...]:
+    return (event.id, tenant_id, event.type, Jsonb(event.data))
+
+
 async def insert_event(conn: Connection, tenant_id: str, event: OutboxEvent) -> None:
-    await conn.execute(
-        "INSERT INTO lattice_outbox (id, tenant_id, event_type, data) VALUES (%s, %s, %s, %s)",
-        (event.id, tenant_id, event.type, Jsonb(event.data)),
-    )
+    await conn.execute(INSERT_EVENT, event_params(tenant_id, event))
 
 
 class _PostgresTransaction:
@@ -199,14 +206,22 @@ class PostgresLatticeStore:
                 )
             yield _PostgresTransaction(conn, tenant_id)
 
+    async def _statement(
+        self, tenant_id: str, query: str, params: Sequence[object]
+    ) -> list[DictRow]:
+        """One statement under the tenant's RLS in one round trip (Database.tenant_statement)."""
+        try:
+            return await self._db.tenant_statement(tenant_id, query, params)
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            raise Unavailable("the lattice database is not available; retry shortly") from exc
+
     async def get(self, tenant_id: str, lattice_id: str) -> LatticeRecord | None:
-        async with self._tenant(tenant_id) as conn:
-            cur = await conn.execute(
-                f"SELECT {_COLUMNS} FROM lattices WHERE id = %s",  # noqa: S608
-                (lattice_id,),
-            )
-            row = await cur.fetchone()
-        return _lattice(row) if row else None
+        rows = await self._statement(
+            tenant_id,
+            f"SELECT {_COLUMNS} FROM lattices WHERE id = %s",  # noqa: S608
+            (lattice_id,),
+        )
+        return _lattice(rows[0]) if rows else None
 
     async def get_with_field(
         self, tenant_id: str, lattice_id: str
@@ -228,11 +243,8 @@ class PostgresLatticeStore:
         query, params = newest_first_query(
             _COLUMNS, "lattices", tenant_id, limit=limit, after=after
         )
-        async with self._tenant(tenant_id) as conn:
-            cur = await conn.execute(query, params)
-            rows = await cur.fetchall()
-        return [_lattice(row) for row in rows]
+        return [_lattice(row) for row in await self._statement(tenant_id, query, params)]
 
     async def add_event(self, tenant_id: str, event: OutboxEvent) -> None:
-        async with self._tenant(tenant_id) as conn:
-            await insert_event(conn, tenant_id, event)
+        # One statement, atomic on its own: one round trip.
+        await self._statement(tenant_id, INSERT_EVENT, event_params(tenant_id, event))

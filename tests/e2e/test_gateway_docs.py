@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from devstack import Stack
 from gateway.render import DEFAULT_OPENAPI
+from tests.e2e.browser import BrowserError, Page, chromium
+from tests.e2e.helpers import Tenant
+
+pytestmark = pytest.mark.e2e
 
 
 def test_openapi_json_is_the_committed_document(gateway: httpx.Client) -> None:
@@ -97,3 +103,83 @@ def test_redoc_renders_every_tag_in_a_browser(gateway: httpx.Client, stack: Stac
     for tag in document["tags"]:
         assert tag["name"] in dom, tag["name"]
     assert document["info"]["title"] in dom
+
+
+@pytest.fixture(scope="module")
+def swagger_page(stack: Stack) -> Iterator[Page]:
+    """One headless Chromium tab for the Swagger UI tests of this module."""
+    try:
+        with chromium(timeout=30) as browser:
+            yield browser.new_page()
+    except BrowserError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+def open_operation(page: Page, docs_url: str, tag: str, operation_id: str) -> str:
+    """Loads Swagger UI afresh at the operation (its deep link expands it) and clicks "Try it
+    out"; the operation block's CSS selector."""
+    block = f"#operations-{tag}-{operation_id}"
+    page.navigate("about:blank")  # a new document, not a jump within the current one
+    page.navigate(f"{docs_url}#/{tag}/{operation_id}")
+    page.wait_for(
+        f"document.querySelector('{block} .try-out__btn') !== null",
+        timeout=60,
+        what=f"Swagger UI to render {operation_id}",
+    )
+    page.evaluate(f"document.querySelector('{block} .try-out__btn').click()")
+    page.wait_for(
+        f"document.querySelector('{block} button.execute') !== null",
+        timeout=10,
+        what="the Execute button",
+    )
+    return block
+
+
+def execute(page: Page, block: str, *, unlike: str = "") -> tuple[str, str]:
+    """Clicks "Execute" and returns the live response's status and body as the page shows
+    them, once the status is there (and differs from `unlike`, an earlier one)."""
+    page.evaluate(f"document.querySelector('{block} button.execute').click()")
+    live = f"{block} .live-responses-table tbody"
+    status = page.wait_for(
+        f"""(() => {{
+            const cell = document.querySelector('{live} .response-col_status');
+            const status = cell ? cell.textContent.trim() : '';
+            return status !== {json.dumps(unlike)} && status;
+        }})()""",
+        timeout=30,
+        what="the live response",
+    )
+    body = page.evaluate(
+        f"document.querySelector('{live} .response-col_description pre')?.textContent ?? ''"
+    )
+    return str(status), str(body)
+
+
+def test_swagger_ui_try_it_out_calls_a_public_route_through_the_gateway(
+    swagger_page: Page, stack: Stack, gateway: httpx.Client
+) -> None:
+    block = open_operation(swagger_page, f"{stack.gateway_url}/docs", "AuthService", "GetJwks")
+    status, body = execute(swagger_page, block)
+    assert status == "200", body
+    assert json.loads(body) == gateway.get("/.well-known/jwks.json").json()
+
+
+def test_swagger_ui_try_it_out_calls_an_authenticated_route_with_a_token(
+    swagger_page: Page, stack: Stack, tenant: Tenant
+) -> None:
+    """Unauthorized, the gateway refuses the call; authorized with a real access token (what
+    the Authorize dialog stores), Swagger UI sends it as `authorization: Bearer` and shows the
+    caller's own user."""
+    docs = f"{stack.gateway_url}/docs"
+    block = open_operation(swagger_page, docs, "AuthService", "GetCurrentUser")
+    status, body = execute(swagger_page, block)
+    assert status == "401", body
+    authorized = swagger_page.evaluate(
+        f"window.ui.preauthorizeApiKey('bearerAuth', {json.dumps(tenant.access_token)}) !== null"
+    )
+    assert authorized
+    status, body = execute(swagger_page, block, unlike="401")
+    assert status == "200", body
+    user = json.loads(body)
+    assert user["email"] == tenant.email
+    assert user["tenant_id"] == tenant.tenant_id

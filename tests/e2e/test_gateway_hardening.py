@@ -1,8 +1,9 @@
 """Gateway hardening: security headers, CORS, `www-authenticate` on 401, the TLS listener.
 
-CORS and TLS are options the session stack's gateway does not set: they are tested on a second,
-throw-away Envoy rendered from the stack's own config with those options, in front of the same
-services.
+The session stack's gateway allows one browser origin (tests/conftest.py), as a deployment sets
+GATEWAY_CORS_ORIGINS. TLS is an option it does not set: it is tested on a second, throw-away
+Envoy rendered from the stack's own config with a certificate and no CORS origin (the `make up`
+default), in front of the same services.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from devstack import Stack
 from devstack.envoy import Envoy
 from tests.e2e.helpers import assert_status_body
 
-ALLOWED_ORIGIN = "https://app.example.test"
+pytestmark = pytest.mark.e2e
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +94,7 @@ def edge(stack: Stack) -> Iterator[Edge]:
         tls_port=tls_port,
         tls_cert=cert,
         tls_key=key,
-        cors_origins=(ALLOWED_ORIGIN,),
+        cors_origins=(),
         access_log=str(run_dir / "access.log"),
     )
     envoy = Envoy(run_dir, config, base_id=port)
@@ -142,44 +143,64 @@ def test_missing_auth_is_401_with_www_authenticate(gateway: httpx.Client) -> Non
     assert reply.headers["www-authenticate"].startswith("Bearer")
 
 
-def test_cors_preflight_from_an_allowed_origin_needs_no_credential(
-    edge_client: httpx.Client,
-) -> None:
-    reply = edge_client.options(
+@pytest.fixture
+def allowed_origin(stack: Stack) -> str:
+    """The origin the session stack's gateway allows (GATEWAY_CORS_ORIGINS)."""
+    assert stack.envoy.config.cors_origins, "the test stack must allow a CORS origin"
+    return stack.envoy.config.cors_origins[0]
+
+
+def preflight(client: httpx.Client, origin: str) -> httpx.Response:
+    """What a browser sends before a credentialed JSON POST from another origin."""
+    return client.options(
         "/v1/lattices",
         headers={
-            "origin": ALLOWED_ORIGIN,
+            "origin": origin,
             "access-control-request-method": "POST",
             "access-control-request-headers": "authorization, content-type",
         },
     )
+
+
+def test_cors_preflight_from_an_allowed_origin_needs_no_credential(
+    gateway: httpx.Client, allowed_origin: str
+) -> None:
+    reply = preflight(gateway, allowed_origin)
     assert 200 <= reply.status_code < 300, reply.text
-    assert reply.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
-    assert "POST" in reply.headers["access-control-allow-methods"]
+    assert reply.headers["access-control-allow-origin"] == allowed_origin
+    methods = reply.headers["access-control-allow-methods"]
+    assert {"GET", "POST", "DELETE"} <= {method.strip() for method in methods.split(",")}
     allowed = reply.headers["access-control-allow-headers"].lower()
     assert "authorization" in allowed
     assert "x-api-key" in allowed
+    assert "content-type" in allowed
+    assert reply.headers["access-control-max-age"] == "600"
 
 
-def test_cors_actual_request_carries_allow_origin(edge_client: httpx.Client) -> None:
-    reply = edge_client.get("/.well-known/jwks.json", headers={"origin": ALLOWED_ORIGIN})
-    assert reply.status_code == 200
-    assert reply.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
-
-
-@pytest.mark.parametrize("origin", ["https://evil.example", ALLOWED_ORIGIN])
-def test_cors_other_origins_get_no_allow_origin(
-    edge_client: httpx.Client, gateway: httpx.Client, origin: str
+def test_cors_actual_request_carries_allow_origin_and_exposed_headers(
+    gateway: httpx.Client, allowed_origin: str
 ) -> None:
-    """Other origins get no allow-origin, and neither does any origin where none is configured
-    (the session stack's gateway)."""
-    client = edge_client if origin != ALLOWED_ORIGIN else gateway
-    preflight = client.options(
-        "/v1/lattices",
-        headers={"origin": origin, "access-control-request-method": "POST"},
-    )
-    assert "access-control-allow-origin" not in preflight.headers
-    plain = client.get("/.well-known/jwks.json", headers={"origin": origin})
+    reply = gateway.get("/.well-known/jwks.json", headers={"origin": allowed_origin})
+    assert reply.status_code == 200
+    assert reply.headers["access-control-allow-origin"] == allowed_origin
+    assert "retry-after" in reply.headers["access-control-expose-headers"]
+
+
+def test_cors_other_origins_get_no_allow_origin(gateway: httpx.Client) -> None:
+    origin = "https://evil.example"
+    assert "access-control-allow-origin" not in preflight(gateway, origin).headers
+    plain = gateway.get("/.well-known/jwks.json", headers={"origin": origin})
+    assert plain.status_code == 200
+    assert "access-control-allow-origin" not in plain.headers
+
+
+def test_cors_is_off_unless_origins_are_configured(
+    edge_client: httpx.Client, allowed_origin: str
+) -> None:
+    """The throw-away gateway has no GATEWAY_CORS_ORIGINS (the `make up` default): even the
+    session stack's allowed origin gets no allow-origin there."""
+    assert "access-control-allow-origin" not in preflight(edge_client, allowed_origin).headers
+    plain = edge_client.get("/.well-known/jwks.json", headers={"origin": allowed_origin})
     assert "access-control-allow-origin" not in plain.headers
 
 
@@ -204,8 +225,8 @@ def test_request_id_reaches_the_service_and_the_access_log(
     gateway: httpx.Client, stack: Stack
 ) -> None:
     """Envoy, the edge, replaces a client's x-request-id with its own (a client cannot choose
-    the id operators search logs by); the service receives that id in its gRPC metadata and
-    echoes it, and the gateway's access log has the same one."""
+    the id operators search logs by) and returns it in the x-request-id header; the service
+    receives that id in its gRPC metadata and logs it, and the gateway's access log has it."""
     sent = f"e2e-gateway-{uuid.uuid4().hex}"
     reply = gateway.get("/.well-known/jwks.json", headers={"x-request-id": sent})
     assert reply.status_code == 200
@@ -219,3 +240,10 @@ def test_request_id_reaches_the_service_and_the_access_log(
     assert [(line["request_id"], line["path"]) for line in lines] == [
         (request_id, "/.well-known/jwks.json")
     ]
+    service_log = stack.logs_dir / "auth.log"
+    while request_id not in service_log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    logged = [
+        json.loads(line) for line in service_log.read_text().splitlines() if request_id in line
+    ]
+    assert [line["rpc_method"] for line in logged] == ["/catalytic.auth.v1.AuthService/GetJwks"]

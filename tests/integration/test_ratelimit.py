@@ -14,7 +14,16 @@ from devstack import Stack
 from services.auth.lockout import LOCKED, LockoutPolicy, LoginLockout, lockout_keys
 from services.common.cache import open_redis
 from services.common.errors import ResourceExhausted
-from services.common.ratelimit import RATE_LIMITED, Limit, Rate, RateLimiter, limit_key
+from services.common.ratelimit import (
+    LEASE_MAX_AGE_S,
+    RATE_LIMITED,
+    LeasedLimit,
+    Limit,
+    Rate,
+    RateLimiter,
+    lease_size,
+    limit_key,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -214,3 +223,85 @@ async def test_lockout_keys_expire(redis: aioredis.Redis) -> None:
     attempts, lock = lockout_keys(address)
     assert 0 < await redis.pttl(lock) <= 1000
     assert 0 < await redis.pttl(attempts) <= 3000
+
+
+# ------------------------------------------------------------------ leases
+class CountingLimiter(RateLimiter):
+    """The real limiter, counting its round trips to Redis."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        super().__init__(redis)
+        self.hits = 0
+
+    async def hit(self, key: str, rate: Rate, *, cost: int = 1):  # type: ignore[no-untyped-def]
+        self.hits += 1
+        return await super().hit(key, rate, cost=cost)
+
+
+async def admitted(limit: LeasedLimit, subject: str, rate: Rate) -> bool:
+    try:
+        await limit.enforce(subject, rate)
+    except ResourceExhausted:
+        return False
+    return True
+
+
+async def test_a_lease_pays_for_many_requests_in_one_round_trip(redis: aioredis.Redis) -> None:
+    limiter = CountingLimiter(redis)
+    leased = LeasedLimit(Limit(limiter, service="test", name="lease", message="over"))
+    rate = Rate.per(1000, 1)
+    assert lease_size(rate) == 50
+    subject = unique()
+    assert all([await admitted(leased, subject, rate) for _ in range(500)])
+    assert limiter.hits == 10
+
+
+async def test_leases_never_admit_beyond_the_limit_across_replicas(
+    redis: aioredis.Redis,
+) -> None:
+    """Two processes' worth of leases on one budget: together they admit the budget (plus
+    what the bucket refills meanwhile), never more, and then refuse with a retry time."""
+    replicas = [
+        LeasedLimit(Limit(RateLimiter(redis), service="test", name="lease", message="over"))
+        for _ in range(2)
+    ]
+    rate = Rate.per(100, 100)  # 1 per second refills: the test takes well under a second
+    assert lease_size(rate) == 5
+    subject = unique()
+    allowed = 0
+    started = time.monotonic()
+    for turn in range(300):
+        allowed += await admitted(replicas[turn % 2], subject, rate)
+    refills = int(time.monotonic() - started) + 1
+    assert 100 <= allowed <= 100 + refills
+    with pytest.raises(ResourceExhausted) as refused:
+        await replicas[0].enforce(subject, rate)
+    assert refused.value.retry_after_s is not None
+    assert refused.value.retry_after_s > 0
+
+
+async def test_small_rates_ask_redis_every_time_and_stay_exact(redis: aioredis.Redis) -> None:
+    limiter = CountingLimiter(redis)
+    leased = LeasedLimit(Limit(limiter, service="test", name="lease", message="over"))
+    rate = Rate.per(10, 60)
+    assert lease_size(rate) == 1
+    subject = unique()
+    results = [await admitted(leased, subject, rate) for _ in range(11)]
+    assert results == [True] * 10 + [False]
+    assert limiter.hits == 11
+
+
+async def test_an_unspent_lease_lapses(redis: aioredis.Redis) -> None:
+    now = [1000.0]
+    limiter = CountingLimiter(redis)
+    leased = LeasedLimit(
+        Limit(limiter, service="test", name="lease", message="over"), clock=lambda: now[0]
+    )
+    rate = Rate.per(1000, 1)
+    subject = unique()
+    await leased.enforce(subject, rate)
+    await leased.enforce(subject, rate)
+    assert limiter.hits == 1
+    now[0] += LEASE_MAX_AGE_S
+    await leased.enforce(subject, rate)
+    assert limiter.hits == 2

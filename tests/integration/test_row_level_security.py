@@ -134,6 +134,35 @@ async def test_a_pooled_connection_forgets_its_tenant(
         await pool.close()
 
 
+async def test_a_one_round_trip_read_sees_one_tenant_and_leaves_no_trace(
+    stack, two_tenants: tuple[Seeded, Seeded]
+) -> None:
+    """Database.tenant_statement: the setting and the query in one message, one implicit
+    transaction; the next borrower of the connection sees no tenant's rows."""
+    a, b = two_tenants
+    pool = await open_pool(stack.env["DATABASE_URL"], min_size=1, max_size=1, name="rls-rows")
+    try:
+        db = Database(pool)
+        for tenant in (a, b):
+            rows = await db.tenant_statement(
+                tenant.tenant_id, "SELECT id::text AS id FROM tenants WHERE %s::int = 1", (1,)
+            )
+            assert rows == [{"id": tenant.tenant_id}]
+        # A hostile "tenant id" is a bound literal, not SQL: it matches nothing (or is refused
+        # as not a uuid), and the statement it tries to smuggle in never runs.
+        hostile = "x'); DROP TABLE lattices; --"
+        with pytest.raises(psycopg.errors.InvalidTextRepresentation):
+            await db.tenant_statement(hostile, "SELECT count(*) AS n FROM tenants")
+        async with db.transaction() as conn:
+            cur = await conn.execute(
+                "SELECT coalesce(current_setting('app.tenant_id', true), '') AS tenant,"
+                " (SELECT count(*) FROM tenants) AS n, to_regclass('lattices') IS NOT NULL AS t"
+            )
+            assert await cur.fetchone() == {"tenant": "", "n": 0, "t": True}
+    finally:
+        await pool.close()
+
+
 # ---------------------------------------------------------------------------- lookup policies
 def test_lookup_policies_only_read_by_one_exact_key(admin: Conn) -> None:
     policies = _lookup_policies(admin)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 
 from services.common.interceptors.base import RpcInterceptor
+from services.common.interceptors.chain import InterceptorChain
 from services.common.interceptors.errors import ErrorInterceptor
 from services.common.interceptors.logging import AccessLogInterceptor
 from services.common.interceptors.metrics import MetricsInterceptor
@@ -13,6 +14,7 @@ from services.common.interceptors.request_context import RequestContextIntercept
 __all__ = [
     "AccessLogInterceptor",
     "ErrorInterceptor",
+    "InterceptorChain",
     "MetricsInterceptor",
     "RequestContextInterceptor",
     "RpcInterceptor",
@@ -23,25 +25,22 @@ __all__ = [
 def default_interceptors(
     service_name: str,
     *,
-    auth: grpc.aio.ServerInterceptor | None = None,
-    rate_limit: grpc.aio.ServerInterceptor | None = None,
+    auth: RpcInterceptor | None = None,
+    rate_limit: RpcInterceptor | None = None,
 ) -> list[grpc.aio.ServerInterceptor]:
     """The chain, outermost first: request context, access log, metrics, errors, auth, then
-    rate limits.
+    rate limits; run as one InterceptorChain (one interceptor for grpc, see chain.py).
 
     Auth sits inside the error interceptor so that the Unauthenticated/PermissionDenied it
     raises go through the one status table like any other domain error, and inside logging and
     metrics so that rejected calls are logged and counted with their real code. Rate limits
     come after auth because the tenant limit needs the caller's Principal.
     """
-    chain: list[grpc.aio.ServerInterceptor] = [
+    chain: list[RpcInterceptor] = [
         RequestContextInterceptor(),
         AccessLogInterceptor(),
         MetricsInterceptor(service_name),
         ErrorInterceptor(),
     ]
-    if auth is not None:
-        chain.append(auth)
-    if rate_limit is not None:
-        chain.append(rate_limit)
-    return chain
+    chain.extend(extra for extra in (auth, rate_limit) if extra is not None)
+    return [InterceptorChain(chain)]

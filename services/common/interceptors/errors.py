@@ -25,7 +25,10 @@ class ErrorInterceptor(RpcInterceptor):
         try:
             yield
         except DomainError as err:
-            await context.abort_with_status(to_rpc_status(err))
+            status = to_rpc_status(err)
+            # abort() replaces the trailing metadata: keep what is already there (x-request-id).
+            trailing = (*(context.trailing_metadata() or ()), *status.trailing_metadata)
+            await context.abort(status.code, status.details, trailing)
         except (grpc.aio.AbortError, asyncio.CancelledError):
             # Already a status (the handler called abort) or the client went away.
             raise

@@ -1,4 +1,10 @@
-"""Gives every RPC a request id (the caller's x-request-id or a new one) and echoes it back."""
+"""Gives every RPC a request id (the caller's x-request-id or a new one) and echoes it back.
+
+The id goes back in the trailing metadata, which gRPC sends with the status of every call,
+successful or not, at no extra cost. (Sending it as initial metadata would need a separate
+send before the handler runs: a measurable share of a light RPC.) Through the gateway, Envoy
+puts the same id in the `x-request-id` response header itself.
+"""
 
 from __future__ import annotations
 
@@ -26,9 +32,10 @@ def incoming_request_id(metadata: grpc.aio.Metadata | None) -> str | None:
 
 
 class RequestContextInterceptor(RpcInterceptor):
-    """Sets the request id and method contextvars, and sends x-request-id in initial metadata.
+    """Sets the request id and method contextvars, and returns x-request-id in the trailers.
 
-    Handlers behind it must not send initial metadata themselves: gRPC allows it once per RPC.
+    Handlers behind it that set trailing metadata must add to context.trailing_metadata(),
+    not replace it (the error interceptor does so when it aborts).
     """
 
     @asynccontextmanager
@@ -37,6 +44,6 @@ class RequestContextInterceptor(RpcInterceptor):
         # No reset afterwards: each RPC runs in its own task, whose context dies with it.
         rpc_context.request_id.set(request_id)
         rpc_context.rpc_method.set(method)
-        # Sent before the handler runs so that failed RPCs carry the id as well.
-        await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+        # Set before the handler runs so that failed RPCs carry the id as well.
+        context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
         yield

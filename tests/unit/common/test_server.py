@@ -57,14 +57,14 @@ async def _collect(responses: AsyncIterable[bytes], into: list[bytes]) -> None:
 async def test_ok_echoes_and_returns_request_id(channel: grpc.aio.Channel) -> None:
     call = _call(channel, "Ok")(b"hello")
     assert await call == b"hello"
-    metadata = dict(await call.initial_metadata())
+    metadata = dict(await call.trailing_metadata())
     assert len(metadata["x-request-id"]) == 32
 
 
 async def test_caller_request_id_reaches_handler_and_comes_back(channel: grpc.aio.Channel) -> None:
     call = _call(channel, "WhoAmI")(b"", metadata=(("x-request-id", "req-123"),))
     assert await call == f"req-123 /{SERVICE}/WhoAmI".encode()
-    assert dict(await call.initial_metadata())["x-request-id"] == "req-123"
+    assert dict(await call.trailing_metadata())["x-request-id"] == "req-123"
 
 
 async def test_malformed_request_id_is_replaced(channel: grpc.aio.Channel) -> None:
@@ -72,7 +72,7 @@ async def test_malformed_request_id_is_replaced(channel: grpc.aio.Channel) -> No
     request_id = (await call).decode().split()[0]
     assert request_id
     assert "bad" not in request_id
-    assert dict(await call.initial_metadata())["x-request-id"] == request_id
+    assert dict(await call.trailing_metadata())["x-request-id"] == request_id
 
 
 def test_every_domain_error_class_is_in_the_table() -> None:
@@ -104,7 +104,10 @@ async def test_resource_exhausted_says_when_to_retry(channel: grpc.aio.Channel) 
     call = _call(channel, "Fail")(b"exhausted")
     with pytest.raises(grpc.aio.AioRpcError):
         await call
-    assert dict(await call.trailing_metadata())["retry-after"] == "3"
+    trailers = dict(await call.trailing_metadata())
+    assert trailers["retry-after"] == "3"
+    # The error's own trailers do not replace the request id.
+    assert len(trailers["x-request-id"]) == 32
     status = await rpc_status.aio.from_call(call)
     assert status is not None
     retry = error_details_pb2.RetryInfo()
@@ -122,6 +125,7 @@ async def test_unexpected_exception_is_internal_without_its_text(
     assert caught.value.code() == grpc.StatusCode.INTERNAL
     assert "secret detail" not in (caught.value.details() or "")
     assert "boom-1" in (caught.value.details() or "")
+    assert dict(caught.value.trailing_metadata() or ())["x-request-id"] == "boom-1"
     await eventually(lambda: _requests("Boom", "INTERNAL") == before + 1)
     await eventually(lambda: any(r.exc_info for r in caplog.records))
     assert "secret detail" in caplog.text
@@ -266,3 +270,17 @@ async def test_port_conflict_fails_loudly(running: RunningService) -> None:
     )
     with pytest.raises(RuntimeError, match=str(running.port)):
         await build_server(taken, service_names=[SERVICE], register=register_echo)
+
+
+def test_the_event_loop_is_uvloop_unless_asked_otherwise() -> None:
+    import asyncio
+
+    import uvloop
+
+    from services.common.config import ConfigError
+    from services.common.server import event_loop_factory
+
+    assert event_loop_factory({}) is uvloop.new_event_loop
+    assert event_loop_factory({"EVENT_LOOP": "asyncio"}) is asyncio.new_event_loop
+    with pytest.raises(ConfigError, match="EVENT_LOOP"):
+        event_loop_factory({"EVENT_LOOP": "trio"})

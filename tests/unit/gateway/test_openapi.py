@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from openapi_spec_validator import validate
 
-from gateway import openapi
+from gateway import apidocs, openapi
 from gateway.render import DEFAULT_DESCRIPTOR, REPO_ROOT
 
 COMMITTED = REPO_ROOT / "docs" / "api" / "openapi.json"
@@ -65,6 +65,16 @@ def schema_of(doc: dict[str, Any], name: str) -> dict[str, Any]:
 
 def test_committed_copy_is_current(text: str) -> None:
     assert COMMITTED.read_text() == text, "docs/api/openapi.json is stale: run `make openapi`"
+
+
+def test_committed_guides_are_current(doc: dict[str, Any]) -> None:
+    """The generated blocks of docs/api/*.md come from the same document (gateway/apidocs.py)."""
+    stale = [
+        path.name
+        for path, fresh in apidocs.updated(apidocs.DOCS_DIR, doc).items()
+        if path.read_text() != fresh
+    ]
+    assert not stale, f"docs/api/{', '.join(stale)} stale: run `make openapi`"
 
 
 def test_document_is_valid_openapi_3_1(doc: dict[str, Any]) -> None:
