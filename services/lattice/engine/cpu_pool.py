@@ -7,11 +7,13 @@ cpu_worker.py. Design (README.md in this folder has the long form):
   gRPC threads), one duplex pipe each. A job that outlives its deadline, or whose caller is
   cancelled, cannot be interrupted inside a numba kernel, so its worker is killed (SIGKILL) and
   replaced; the other workers never notice.
-- A field travels through one POSIX shared-memory segment per job: the parent creates it, copies
-  the field in once, sends the segment's name and length; the worker maps it and works in place.
-  The parent unlinks it in `finally` whatever happened (result, error, deadline, cancellation,
-  worker crash); workers never register segments with the resource tracker, so only the parent
-  owns them, and if the parent itself dies the tracker unlinks what is left.
+- A field travels through a POSIX shared-memory segment (segments.py): the parent takes one,
+  copies the field in (unless the segment already holds that read-only field), sends the
+  segment's name and length; the worker maps it and works in place. A segment whose job ended
+  cleanly is kept for the next job of its size; any other is unlinked in `finally` (error after
+  sending, deadline, cancellation, worker crash). Workers never register segments with the
+  resource tracker, so only the parent owns them, and if the parent itself dies the tracker
+  unlinks what is left.
 - Lanes: `light_workers` workers are reserved for LIGHT jobs (small lattices, closed forms); the
   others take any job, oldest first. A heavy burst therefore never delays a light request by more
   than one light job, and light jobs spill over onto idle heavy workers.
@@ -54,9 +56,11 @@ from services.lattice.engine.cpu_worker import (
     PathJob,
     SpinJob,
     TransformJob,
+    leaves_field_intact,
     worker_main,
 )
 from services.lattice.engine.field import FIELD_DTYPE, Field
+from services.lattice.engine.segments import DEFAULT_KEEP_BYTES, SegmentStock, copy_into, copy_out
 
 # The job types are defined in cpu_worker (workers unpickle them from there); callers that build
 # a pool import them from here, with it.
@@ -136,6 +140,7 @@ class CpuPool:
         start_method: Literal["forkserver", "spawn"] | None = None,
         warm_up: bool = True,
         test_hooks: bool = False,
+        keep_segment_bytes: int = DEFAULT_KEEP_BYTES,
     ) -> None:
         if workers < 1:
             raise ValueError("a pool needs at least one worker")
@@ -165,7 +170,7 @@ class CpuPool:
         self._test_hooks = test_hooks
         # Our segments' names start with this, so a leak is attributable (and testable).
         self.segment_prefix = f"lat{os.getpid()}{secrets.token_hex(2)}_"
-        self._segment_numbers = itertools.count()
+        self._stock = SegmentStock(self.segment_prefix, keep_bytes=keep_segment_bytes)
         self._job_ids = itertools.count()
         self._slots: list[_Worker | None] = [None] * workers
         self._waiting: deque[_Waiter] = deque()
@@ -225,6 +230,7 @@ class CpuPool:
         # Each retired process has one reaper task; none respawns while closing.
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        self._stock.clear()
         self._closed.set()
 
     async def __aenter__(self) -> CpuPool:
@@ -283,15 +289,16 @@ class CpuPool:
         worker = await self._acquire(lane, deadline)
         assigned = time.perf_counter()
         segment: SharedMemory | None = None
-        held, sent, finished = True, False, False
+        held, sent, finished, intact = True, False, False, False
         try:
-            segment = self._create_segment(vertices)
-            if source is not None:
-                await _copy(_copy_into, source.nbytes, segment, source)
-            message = (next(self._job_ids), job, segment.name, vertices)
+            segment, copy_needed = self._stock.take(vertices, source)
+            if source is not None and copy_needed:
+                await _copy(copy_into, source.nbytes, segment, source)
             while True:
                 try:
-                    worker.conn.send(message)
+                    worker.conn.send(
+                        (next(self._job_ids), job, segment.name, vertices, self._forget(worker))
+                    )
                     break
                 except OSError:
                     # It died while idle, before its pipe's EOF reached the loop; the job has
@@ -313,8 +320,9 @@ class CpuPool:
             finished = True
             if status != "ok":
                 raise _rebuild(payload)
+            intact = leaves_field_intact(job, payload)
             nbytes = vertices * FIELD_DTYPE.itemsize
-            out = await _copy(_copy_out, nbytes, segment, vertices) if mode != "read" else None
+            out = await _copy(copy_out, nbytes, segment, vertices) if mode != "read" else None
             elapsed_ms = (time.perf_counter() - assigned) * 1000
             return JobOutcome(payload, out, elapsed_ms, compute_ms)
         finally:
@@ -326,18 +334,25 @@ class CpuPool:
                 else:
                     self._release(worker)
             if segment is not None:
-                _discard_segment(segment)
+                if finished and not self._closing:
+                    # The worker is done with it (or dead): what it holds is known.
+                    self._stock.keep(segment, vertices, source if intact else None)
+                else:
+                    self._stock.discard(segment)
 
-    def _create_segment(self, vertices: int) -> SharedMemory:
-        size = vertices * FIELD_DTYPE.itemsize
-        name = f"{self.segment_prefix}{next(self._segment_numbers)}"
-        segment = SharedMemory(name=name, create=True, size=size)
-        try:
-            _reserve(segment, size)
-        except BaseException:
-            _discard_segment(segment)
-            raise
-        return segment
+    def kept_segments(self) -> list[str]:
+        """Names of the shared-memory segments kept for reuse (for tests and diagnostics)."""
+        return self._stock.kept_names()
+
+    def _forget(self, worker: _Worker) -> tuple[str, ...]:
+        """The discarded segment names `worker` has not been told about yet."""
+        discarded = self._stock.take_forgotten()
+        if discarded:
+            for other in self._slots:
+                if other is not None and not other.dead:
+                    other.forget.extend(discarded)
+        names, worker.forget = tuple(worker.forget), []
+        return names
 
     # Workers and the queue
 
@@ -488,6 +503,8 @@ class _Worker:
     busy: bool = False
     dead: bool = False
     reply: asyncio.Future[tuple[str, Any, float]] | None = field(default=None, repr=False)
+    # Segments discarded since this worker's last job: it unmaps them with the next one.
+    forget: list[str] = field(default_factory=list, repr=False)
 
 
 @dataclass(eq=False)
@@ -536,41 +553,6 @@ def _as_field(field: FieldLike | None, vertices: int) -> Field:
     if array.dtype != FIELD_DTYPE or array.shape != (vertices,):
         raise ValueError(f"the field must be {vertices} {FIELD_DTYPE} values")
     return array
-
-
-def _copy_into(segment: SharedMemory, source: Field) -> None:
-    view = np.ndarray(source.shape, dtype=FIELD_DTYPE, buffer=segment.buf)
-    view[:] = source
-    del view
-
-
-def _copy_out(segment: SharedMemory, vertices: int) -> Field:
-    view = np.ndarray((vertices,), dtype=FIELD_DTYPE, buffer=segment.buf)
-    out: Field = view.copy()
-    del view
-    return out
-
-
-def _reserve(segment: SharedMemory, size: int) -> None:
-    """Allocates the segment's pages now: a full /dev/shm then fails here with ENOSPC instead of
-    killing the process with SIGBUS at the first write to a page tmpfs cannot provide."""
-    descriptor = getattr(segment, "_fd", -1)  # SharedMemory keeps its descriptor private.
-    if descriptor < 0 or not hasattr(os, "posix_fallocate"):
-        return
-    try:
-        os.posix_fallocate(descriptor, 0, size)
-    except OSError as error:
-        raise ResourceExhausted(
-            f"not enough shared memory for a {size:,}-byte field ({error.strerror})",
-            retry_after_s=1,
-        ) from None
-
-
-def _discard_segment(segment: SharedMemory) -> None:
-    with contextlib.suppress(BufferError):
-        segment.close()
-    with contextlib.suppress(FileNotFoundError):
-        segment.unlink()
 
 
 # A worker's error reply carries cpu_worker.portable(exc); this turns it back into an exception.

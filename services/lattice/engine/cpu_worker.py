@@ -20,7 +20,8 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
@@ -174,6 +175,7 @@ def worker_main(conn: Connection, warm: bool) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if warm:
         warm_up()
+    attachments = Attachments()
     conn.send(READY)
     while True:
         try:
@@ -182,8 +184,9 @@ def worker_main(conn: Connection, warm: bool) -> None:
             return  # The parent has gone.
         if message is None:
             return
-        job_id, job, segment_name, vertices = message
-        reply = (job_id, *_execute(job, segment_name, vertices))
+        job_id, job, segment_name, vertices, forget = message
+        attachments.forget(forget)
+        reply = (job_id, *_execute(job, attachments, segment_name, vertices))
         try:
             conn.send(reply)
         except (pickle.PicklingError, TypeError, AttributeError) as exc:
@@ -192,22 +195,66 @@ def worker_main(conn: Connection, warm: bool) -> None:
             return
 
 
-def _execute(job: Job[Any], segment_name: str, vertices: int) -> tuple[str, Any, float]:
+def leaves_field_intact(job: Job[Any], value: Any) -> bool:
+    """Whether a job that returned `value` left its segment as it found it: read-only jobs do,
+    and a path search proves it (CATALYTIC borrows the field and restores it) by checksums."""
+    if job.field_mode != "read":
+        return False
+    if isinstance(value, PathResult):
+        return bool(value.checksum_before == value.checksum_after)
+    return True
+
+
+class Attachments:
+    """The segments this worker has mapped, kept mapped while the parent keeps them.
+
+    The parent reuses segments, so mapping each one once saves the page faults of mapping it
+    per job. The parent names the segments it discards with the next job (`forget`); at most
+    MAX_ATTACHED stay mapped in any case, oldest unmapped first.
+    """
+
+    MAX_ATTACHED = 16
+
+    def __init__(self) -> None:
+        self._mapped: OrderedDict[str, SharedMemory] = OrderedDict()
+
+    def get(self, name: str) -> SharedMemory:
+        segment = self._mapped.get(name)
+        if segment is None:
+            segment = _attach(name)
+            self._mapped[name] = segment
+            while len(self._mapped) > self.MAX_ATTACHED:
+                _close(self._mapped.popitem(last=False)[1])
+        else:
+            self._mapped.move_to_end(name)
+        return segment
+
+    def forget(self, names: Iterable[str]) -> None:
+        for name in names:
+            segment = self._mapped.pop(name, None)
+            if segment is not None:
+                _close(segment)
+
+
+def _close(segment: SharedMemory) -> None:
+    with contextlib.suppress(BufferError):
+        # A view still alive (e.g. inside a result) keeps the mapping until it is collected.
+        segment.close()
+
+
+def _execute(
+    job: Job[Any], attachments: Attachments, segment_name: str, vertices: int
+) -> tuple[str, Any, float]:
     started = time.perf_counter()
     try:
-        segment = _attach(segment_name)
+        segment = attachments.get(segment_name)
     except Exception as exc:
         return ("error", portable(exc), (time.perf_counter() - started) * 1000)
     try:
-        try:
-            value = job.run(np.ndarray((vertices,), dtype=FIELD_DTYPE, buffer=segment.buf))
-            result: tuple[str, Any] = ("ok", value)
-        except Exception as exc:
-            result = ("error", portable(exc))
-    finally:
-        with contextlib.suppress(BufferError):
-            # A view kept alive by a result keeps the mapping until it is collected.
-            segment.close()
+        value = job.run(np.ndarray((vertices,), dtype=FIELD_DTYPE, buffer=segment.buf))
+        result: tuple[str, Any] = ("ok", value)
+    except Exception as exc:
+        result = ("error", portable(exc))
     return (*result, (time.perf_counter() - started) * 1000)
 
 

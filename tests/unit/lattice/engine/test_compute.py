@@ -22,6 +22,7 @@ from services.common.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from services.lattice.engine import cpu_pool
 from services.lattice.engine.analysis import analyze
 from services.lattice.engine.compute import (
     AnalysisOutcome,
@@ -32,6 +33,7 @@ from services.lattice.engine.cpu_pool import (
     CpuPool,
     CrashJob,
     Lane,
+    PathJob,
     SpinJob,
     TransformJob,
 )
@@ -62,7 +64,17 @@ TINY = np.ones(64, dtype=FIELD_DTYPE)  # for the test-hook jobs, which ignore th
 
 
 def segments(pool: CpuPool) -> list[str]:
-    """This pool's shared-memory segments that exist right now."""
+    """This pool's shared-memory segments that exist right now and are not kept for reuse
+    (a leak: none may outlive the job it served unless the pool keeps it)."""
+    kept = set(pool.kept_segments())
+    return sorted(
+        p.name
+        for p in SHM.iterdir()
+        if p.name.startswith(pool.segment_prefix) and p.name not in kept
+    )
+
+
+def all_segments(pool: CpuPool) -> list[str]:
     return sorted(p.name for p in SHM.iterdir() if p.name.startswith(pool.segment_prefix))
 
 
@@ -368,7 +380,7 @@ async def test_close_stops_running_jobs_after_the_grace_period() -> None:
     await pool.close(grace_s=0.2)
     with pytest.raises(Unavailable):
         await running
-    assert segments(pool) == []
+    assert all_segments(pool) == []
     assert all([await wait_until_gone(pid) for pid in pids])
     with pytest.raises(Unavailable):
         await pool.run(SpinJob(0), TINY, vertices=64)
@@ -387,3 +399,69 @@ async def test_the_pool_refuses_fork_and_impossible_sizes() -> None:
         CpuPool(workers=2, light_workers=2)
     with pytest.raises(ValueError, match="start_method"):
         CpuPool(workers=1, start_method="fork")  # type: ignore[arg-type]
+
+
+# Segments are kept for reuse, and a read-only field already in one is not copied again
+
+
+@needs_dev_shm
+async def test_a_read_only_field_is_copied_once_for_many_read_jobs() -> None:
+    async with CpuPool(workers=1, light_workers=0, warm_up=False) as pool:
+        field = FIELD.copy()
+        field.flags.writeable = False  # as the field cache holds them
+        start, end = open_pair(FIELD, GRID)
+        want = find_path(GRID, FIELD, start, end)
+        copies: list[int] = []
+        real_copy = cpu_pool.copy_into
+
+        def counting(segment: object, source: np.ndarray) -> None:
+            copies.append(source.nbytes)
+            real_copy(segment, source)  # type: ignore[arg-type]
+
+        cpu_pool.copy_into = counting  # type: ignore[assignment]
+        try:
+            for algorithm in (Algorithm.CATALYTIC, Algorithm.BFS, Algorithm.AUTO):
+                job = PathJob(GRID, start, end, algorithm, Cost.UNIT)
+                got = await pool.run(job, field, vertices=GRID.vertex_count)
+                assert got.value.hops == want.hops
+            assert (await pool.run(AnalyzeJob(GRID), field, vertices=GRID.vertex_count)).value
+            assert copies == [FIELD.nbytes]
+            # A writable array may change behind the segment's back: always copied.
+            writable = FIELD.copy()
+            await pool.run(AnalyzeJob(GRID), writable, vertices=GRID.vertex_count)
+            await pool.run(AnalyzeJob(GRID), writable, vertices=GRID.vertex_count)
+            assert len(copies) == 3
+            # A transform works on the copy in the segment; the next read copies again.
+            out = await pool.run(TransformJob(GRID, Xor(3)), field, vertices=GRID.vertex_count)
+            assert out.field is not None
+            assert out.field.tobytes() == (FIELD.view(np.uint32) ^ 3).tobytes()
+            got = await pool.run(
+                PathJob(GRID, start, end, Algorithm.BFS, Cost.UNIT),
+                field,
+                vertices=GRID.vertex_count,
+            )
+            assert got.value.hops == want.hops
+            assert field.tobytes() == FIELD.tobytes()
+        finally:
+            cpu_pool.copy_into = real_copy  # type: ignore[assignment]
+        assert pool.kept_segments()
+        assert segments(pool) == []
+    assert all_segments(pool) == []
+
+
+@needs_dev_shm
+async def test_kept_segments_stay_within_their_byte_budget() -> None:
+    budget = 3 * FIELD.nbytes
+    async with CpuPool(
+        workers=2, light_workers=0, warm_up=False, keep_segment_bytes=budget
+    ) as pool:
+        fields = [np.full(GRID.vertex_count, float(k + 1), dtype=FIELD_DTYPE) for k in range(6)]
+        for field in fields:
+            field.flags.writeable = False
+        for _ in range(2):
+            await asyncio.gather(
+                *(pool.run(AnalyzeJob(GRID), f, vertices=GRID.vertex_count) for f in fields)
+            )
+        assert 1 <= len(pool.kept_segments()) <= 3
+        assert segments(pool) == []
+    assert all_segments(pool) == []
