@@ -17,12 +17,15 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+
+from loadtest import cpu
 
 PERCENTILES = (10, 25, 50, 75, 90, 95, 99)
 TARGET_RPS = 1500
@@ -312,28 +315,44 @@ def outside_share(r: Result) -> float:
     return 1 - sum(r.engine_ms) / wall_ms if wall_ms else 0.0
 
 
-async def run_all(args: argparse.Namespace, url: str, token: str, ids: dict) -> list[Result]:
+async def measured(cpu_rows: dict[str, dict[str, float]], scenario: Awaitable[Result]) -> Result:
+    """Runs a scenario and records its CPU time per request by process kind."""
+    before = cpu.snapshot()
+    result = await scenario
+    cpu_rows[result.name] = cpu.per_request_ms(before, cpu.snapshot(), result.count)
+    return result
+
+
+async def run_all(
+    args: argparse.Namespace, url: str, token: str, ids: dict, cpu_rows: dict
+) -> list[Result]:
     results = []
     # Warm-up: connections, Envoy's JWT cache, the services' plan cache.
     await drive("warmup", url, f"/v1/lattices/{ids['get']}", token, args.connections, 1.0)
     results.append(
-        await drive(
-            "rest GET /v1/lattices/{id}",
-            url,
-            f"/v1/lattices/{ids['get']}",
-            token,
-            args.connections,
-            args.duration,
+        await measured(
+            cpu_rows,
+            drive(
+                "rest GET /v1/lattices/{id}",
+                url,
+                f"/v1/lattices/{ids['get']}",
+                token,
+                args.connections,
+                args.duration,
+            ),
         )
     )
     results.append(
-        await drive(
-            "ceiling GET /.well-known/jwks.json",
-            url,
-            "/.well-known/jwks.json",
-            None,
-            args.connections,
-            args.duration,
+        await measured(
+            cpu_rows,
+            drive(
+                "ceiling GET /.well-known/jwks.json",
+                url,
+                "/.well-known/jwks.json",
+                None,
+                args.connections,
+                args.duration,
+            ),
         )
     )
     if ids.get("path"):
@@ -345,15 +364,18 @@ async def run_all(args: argparse.Namespace, url: str, token: str, ids: dict) -> 
             (f"path-field {args.path_size}^3 DIJKSTRA FIELD", "&algorithm=DIJKSTRA&cost=FIELD"),
         ):
             results.append(
-                await drive(
-                    name,
-                    url,
-                    f"/v1/lattices/{ids['path']}/path?{q}{extra}",
-                    token,
-                    args.path_connections,
-                    args.path_duration,
-                    engine_field="elapsed_ms",
-                    max_requests=args.path_requests,
+                await measured(
+                    cpu_rows,
+                    drive(
+                        name,
+                        url,
+                        f"/v1/lattices/{ids['path']}/path?{q}{extra}",
+                        token,
+                        args.path_connections,
+                        args.path_duration,
+                        engine_field="elapsed_ms",
+                        max_requests=args.path_requests,
+                    ),
                 )
             )
     return results
@@ -388,7 +410,8 @@ def main(argv: list[str] | None = None) -> int:
                 ids = {"get": create_lattice(client, token, 10, 0.0)}
                 if not args.no_path:
                     ids["path"] = create_path_lattice(client, token, args.path_size)
-            results = asyncio.run(run_all(args, url, token, ids))
+            cpu_rows: dict[str, dict[str, float]] = {}
+            results = asyncio.run(run_all(args, url, token, ids, cpu_rows))
     get, ceiling = results[0], results[1]
     path = results[2] if len(results) > 2 else None
     paths = results[2:]
@@ -399,6 +422,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.connections} connections, {args.duration:g} s each; path: ", end="")
     print(f"{args.path_connections} connection(s), at most {args.path_requests} requests")
     print_table(results, ceiling)
+    cpu_lines = cpu.format_table(cpu_rows)
+    if cpu_lines:
+        print()
+        print("\n".join(cpu_lines))
     for r in results:
         if r.first_failure:
             print(f"{r.name}: first failure: {r.first_failure}")
