@@ -1,22 +1,31 @@
-"""Webhook delivery throughput on loopback: `python -m loadtest.webhooks [--events N]`.
+"""Webhook delivery throughput on loopback: `python -m loadtest webhooks [--events N]`.
 
 Starts a throw-away local stack through devstack (its own PostgreSQL, Redis, auth, lattice,
 webhook and gateway on free ports, the same processes as `make up`; the binaries come from
 `make system-deps`) with the per-endpoint rate limit lifted (WEBHOOK_ENDPOINT_RATE_PER_S=0), a
 higher WEBHOOK_WORKER_CONCURRENCY and DB_POOL_MAX. It registers one tenant and one endpoint
-pointing at a stdlib HTTP receiver on 127.0.0.1 (tests/unit/webhook/receiver.py, answering
-200 at once), publishes N events through gRPC PublishEvent with the stack's INTERNAL_TOKEN,
-and waits (bounded by --timeout) until every event has arrived.
+pointing at an HTTP receiver on 127.0.0.1 in this process (asyncio, HTTP/1.1 keep-alive,
+answering 200 as soon as a request's body has arrived), publishes N events through gRPC
+PublishEvent with the stack's INTERNAL_TOKEN, `--publishers` calls in flight at a time (as
+many publishing services would), and waits (bounded by --timeout) until every event has
+arrived.
 
 It reports deliveries per second (events / time from the first publish to the last first
 arrival) and the p50/p99/max publish-to-delivery latency (from just before each PublishEvent
-call to the event's first arrival at the receiver), with the machine it ran on. Exit status 1
-when an event is missing or the rate is below --target (500/s).
+call to the event's first arrival at the receiver), with the machine it ran on and the CPU time
+each process used. Exit status 1 when an event is missing or the rate is below --target
+(500/s).
+
+The publisher and the receiver share the machine with the stack: on the 2-core reference
+machine their CPU time is taken from it, so they are kept lean (one asyncio loop, no thread per
+connection); the report shows what they used.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import os
 import platform
 import shutil
@@ -24,6 +33,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -34,9 +45,10 @@ from google.protobuf import struct_pb2
 
 from devstack import Stack, StackPorts
 from gateway.render import DEFAULT_DESCRIPTOR
-from tests.unit.webhook.receiver import running_receiver
 
 PATH = "/bench"
+_ANSWER = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok"
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def cpu_model() -> str:
@@ -56,10 +68,81 @@ def machine() -> str:
     )
 
 
+def load_average() -> str:
+    try:
+        return " ".join(f"{value:.2f}" for value in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
     return ordered[index]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its reaped children (Linux /proc; else 0)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return sum(int(value) for value in fields[11:15]) / _CLOCK_TICKS
+
+
+def postgres_cpu_seconds(stack: Stack) -> float:
+    """CPU time of the stack's PostgreSQL backends (children of its postmaster), Linux only."""
+    postgres = getattr(stack, "postgres", None)
+    pid_file = Path(postgres.data_dir, "postmaster.pid") if postgres else None
+    if pid_file is None or not pid_file.exists():
+        return 0.0
+    try:
+        master = int(pid_file.read_text().split()[0])
+        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return cpu_seconds(master) + sum(cpu_seconds(int(child)) for child in children)
+
+
+@dataclass
+class Arrivals:
+    """First arrival (time.monotonic()) of each webhook-id, and the request count."""
+
+    first: dict[str, float] = field(default_factory=dict)
+    requests: int = 0
+    all_in: asyncio.Event = field(default_factory=asyncio.Event)
+    expected: int = 0
+    # Open connections and their handlers, closed and awaited at the end.
+    connections: dict[asyncio.StreamWriter, asyncio.Task[None] | None] = field(default_factory=dict)
+
+
+async def _receive(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, arrivals: Arrivals
+) -> None:
+    """One keep-alive connection: read each request whole, note it, answer 200."""
+    arrivals.connections[writer] = asyncio.current_task()
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length, event_id = 0, ""
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                name = name.strip().lower()
+                if name == b"content-length":
+                    length = int(value)
+                elif name == b"webhook-id":
+                    event_id = value.strip().decode("ascii")
+            await reader.readexactly(length)
+            arrivals.requests += 1
+            if event_id and event_id not in arrivals.first:
+                arrivals.first[event_id] = time.monotonic()
+                if len(arrivals.first) >= arrivals.expected:
+                    arrivals.all_in.set()
+            writer.write(_ANSWER)
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
 
 
 def register(gateway: httpx.Client, url: str) -> str:
@@ -79,7 +162,65 @@ def register(gateway: httpx.Client, url: str) -> str:
     return tenant_id
 
 
-def run(events: int, concurrency: int, pool_max: int, timeout: float, target: float) -> int:
+@dataclass
+class Run:
+    """What one run measured."""
+
+    published: dict[str, float]
+    arrivals: Arrivals
+    started: float
+    publish_s: float
+
+
+async def drive(stack: Stack, gateway_url: str, events: int, publishers: int, wait_s: float) -> Run:
+    """Receiver up, endpoint registered, N events published, arrivals awaited (`wait_s` at
+    most from the first publication)."""
+    arrivals = Arrivals(expected=events)
+    server = await asyncio.start_server(
+        lambda reader, writer: _receive(reader, writer, arrivals), "127.0.0.1", 0, backlog=1024
+    )
+    port = server.sockets[0].getsockname()[1]
+    with httpx.Client(base_url=gateway_url, timeout=10, trust_env=False) as gateway:
+        tenant_id = await asyncio.to_thread(register, gateway, f"http://127.0.0.1:{port}{PATH}")
+    metadata = (("x-internal-token", stack.env["INTERNAL_TOKEN"]),)
+    published: dict[str, float] = {}
+    requests = []
+    for sequence in range(events):
+        data = struct_pb2.Struct()
+        data.update({"lattice_id": f"l-{sequence}", "sequence": sequence})
+        requests.append(
+            pb.PublishEventRequest(
+                event_id=f"evt_{uuid.uuid4().hex}",
+                tenant_id=tenant_id,
+                event_type="lattice.created",
+                data=data,
+            )
+        )
+    queue: Iterator[pb.PublishEventRequest] = iter(requests)
+    async with server, grpc.aio.insecure_channel(stack.addr("webhook")) as channel:
+        stub = pb_grpc.WebhookServiceStub(channel)
+
+        async def publisher() -> None:
+            for request in queue:
+                published[request.event_id] = time.monotonic()
+                await stub.PublishEvent(request, metadata=metadata, timeout=30)
+
+        started = time.monotonic()
+        await asyncio.gather(*(publisher() for _ in range(publishers)))
+        publish_s = time.monotonic() - started
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(arrivals.all_in.wait(), started + wait_s - time.monotonic())
+        for writer in arrivals.connections:
+            writer.close()
+        await asyncio.gather(
+            *(task for task in arrivals.connections.values() if task), return_exceptions=True
+        )
+    return Run(published, arrivals, started, publish_s)
+
+
+def run(
+    events: int, concurrency: int, pool_max: int, publishers: int, timeout: float, target: float
+) -> int:
     run_dir = Path(tempfile.mkdtemp(prefix="catalytic-loadtest-"))
     run_dir.chmod(0o755)  # the unprivileged PostgreSQL user must enter it when run as root
     stack = Stack(
@@ -100,60 +241,35 @@ def run(events: int, concurrency: int, pool_max: int, timeout: float, target: fl
     stack.start()
     ok = False
     try:
-        with (
-            running_receiver() as receiver,
-            httpx.Client(base_url=stack.gateway_url, timeout=10, trust_env=False) as gateway,
-            grpc.insecure_channel(stack.addr("webhook")) as channel,
-        ):
-            tenant_id = register(gateway, receiver.url(PATH))
-            stub = pb_grpc.WebhookServiceStub(channel)
-            metadata = (("x-internal-token", stack.env["INTERNAL_TOKEN"]),)
-            published: dict[str, float] = {}
-            in_flight = []
-            started = time.monotonic()
-            for sequence in range(events):
-                event_id = f"evt_{uuid.uuid4().hex}"
-                data = struct_pb2.Struct()
-                data.update({"lattice_id": f"l-{sequence}", "sequence": sequence})
-                published[event_id] = time.monotonic()
-                in_flight.append(
-                    stub.PublishEvent.future(
-                        pb.PublishEventRequest(
-                            event_id=event_id,
-                            tenant_id=tenant_id,
-                            event_type="lattice.created",
-                            data=data,
-                        ),
-                        metadata=metadata,
-                        timeout=30,
-                    )
-                )
-                if len(in_flight) >= 64:  # a bounded number of publishes in flight
-                    in_flight.pop(0).result()
-            for future in in_flight:
-                future.result()
-            published_s = time.monotonic() - started
-
-            deadline = started + timeout
-            first: dict[str, float] = {}
-            while True:
-                for request in receiver.received(PATH):
-                    event_id = request.headers.get("webhook-id", "")
-                    if event_id in published and event_id not in first:
-                        first[event_id] = request.at
-                if len(first) == events or time.monotonic() > deadline:
-                    break
-                time.sleep(0.05)
-            received = len(receiver.received(PATH))
-
-        latencies = [first[key] - published[key] for key in first]
-        elapsed = (max(first.values()) - started) if first else float("nan")
-        rate = len(first) / elapsed if first else 0.0
-        ok = len(first) == events and rate >= target
+        load_before = load_average()
+        webhook_pid = stack.services.children["webhook"].pid or 0
+        cpu_before = (
+            cpu_seconds(webhook_pid),
+            postgres_cpu_seconds(stack),
+            cpu_seconds(os.getpid()),
+        )
+        result = asyncio.run(drive(stack, stack.gateway_url, events, publishers, timeout))
+        cpu_used = [
+            after - before
+            for after, before in zip(
+                (cpu_seconds(webhook_pid), postgres_cpu_seconds(stack), cpu_seconds(os.getpid())),
+                cpu_before,
+                strict=True,
+            )
+        ]
+        first = result.arrivals.first
+        published = result.published
+        latencies = [first[key] - published[key] for key in first if key in published]
+        delivered = sum(1 for key in first if key in published)
+        elapsed = (max(first.values()) - result.started) if first else float("nan")
+        rate = delivered / elapsed if first else 0.0
+        ok = delivered == events and rate >= target
+        per_event = " / ".join(f"{seconds / events * 1000:.2f}" for seconds in cpu_used)
         rows = [
             ("machine", machine()),
-            ("events published", f"{events} (in {published_s:.2f} s)"),
-            ("delivered (distinct)", f"{len(first)} ({received} requests)"),
+            ("load average before", f"{load_before} (1, 5, 15 min)"),
+            ("events published", f"{events} (in {result.publish_s:.2f} s, {publishers} in flight)"),
+            ("delivered (distinct)", f"{delivered} ({result.arrivals.requests} requests)"),
             ("worker concurrency / DB_POOL_MAX", f"{concurrency} / {pool_max}"),
             ("first publish -> last delivery", f"{elapsed:.2f} s"),
             ("deliveries/s", f"{rate:.0f} (target >= {target:.0f}: {'PASS' if ok else 'FAIL'})"),
@@ -164,6 +280,7 @@ def run(events: int, concurrency: int, pool_max: int, timeout: float, target: fl
                 ("latency p99", f"{percentile(latencies, 0.99) * 1000:.0f} ms"),
                 ("latency max", f"{max(latencies) * 1000:.0f} ms"),
             ]
+        rows.append(("CPU ms/event webhook / postgres / driver", per_event))
         width = max(len(name) for name, _ in rows)
         for name, value in rows:
             print(f"{name:<{width}}  {value}")
@@ -177,17 +294,20 @@ def run(events: int, concurrency: int, pool_max: int, timeout: float, target: fl
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loadtest.webhooks", description=__doc__)
-    parser.add_argument("--events", type=int, default=2000, help="events to publish (2000)")
+    parser = argparse.ArgumentParser(prog="python -m loadtest webhooks", description=__doc__)
+    parser.add_argument("--events", type=int, default=5000, help="events to publish (5000)")
     parser.add_argument(
         "--concurrency", type=int, default=128, help="WEBHOOK_WORKER_CONCURRENCY (128)"
     )
     parser.add_argument("--pool-max", type=int, default=0, help="DB_POOL_MAX (concurrency/2+8)")
+    parser.add_argument(
+        "--publishers", type=int, default=64, help="PublishEvent calls in flight (64)"
+    )
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait (90)")
     parser.add_argument("--target", type=float, default=500.0, help="deliveries/s (500)")
     args = parser.parse_args(argv)
     pool_max = args.pool_max or args.concurrency // 2 + 8
-    return run(args.events, args.concurrency, pool_max, args.timeout, args.target)
+    return run(args.events, args.concurrency, pool_max, args.publishers, args.timeout, args.target)
 
 
 if __name__ == "__main__":

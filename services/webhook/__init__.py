@@ -1,1 +1,1 @@
-"""Webhook service: tenant endpoints, SSRF guard, and (later) the outbox and signed delivery."""
+"""Webhook service: tenant endpoints, SSRF guard, the delivery queue and worker, retention."""

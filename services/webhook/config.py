@@ -17,6 +17,7 @@ RETRY_SCHEDULE_VARIABLE = "WEBHOOK_RETRY_SCHEDULE_S"
 # Immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h: eight attempts over about 28 hours.
 DEFAULT_RETRY_SCHEDULE_S = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 FIVE_DAYS_S = 5 * 24 * 3600.0
+DAY_S = 24 * 3600.0
 
 
 def parse_cidrs(name: str, items: list[str]) -> tuple[IPNetwork, ...]:
@@ -131,6 +132,40 @@ class DeliveryConfig:
 
 
 @dataclass(frozen=True)
+class RetentionConfig:
+    """How long delivery history is kept; see docs/api/webhook-system.md#retention."""
+
+    # Deliveries SUCCEEDED or DEAD this long ago (their attempts with them), and events this
+    # old that no delivery refers to any more, are deleted; 0 keeps everything.
+    retention_s: float = 30 * DAY_S
+    # How often the retention task looks for such rows.
+    interval_s: float = 600.0
+    # Events looked at, and deleted with their deliveries, per statement.
+    batch: int = 500
+
+    @property
+    def enabled(self) -> bool:
+        return self.retention_s > 0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> RetentionConfig:
+        default = cls()
+        days = env_float("WEBHOOK_RETENTION_DAYS", default.retention_s / DAY_S, environ=environ)
+        if not (math.isfinite(days) and days >= 0):
+            raise ConfigError(
+                f"environment variable WEBHOOK_RETENTION_DAYS={days} must be >= 0 (0 keeps all)"
+            )
+        batch = env_int("WEBHOOK_RETENTION_BATCH", default.batch, environ=environ)
+        if batch < 1:
+            raise ConfigError(f"environment variable WEBHOOK_RETENTION_BATCH={batch} must be >= 1")
+        return cls(
+            retention_s=days * DAY_S,
+            interval_s=_positive("WEBHOOK_RETENTION_INTERVAL_S", default.interval_s, environ),
+            batch=batch,
+        )
+
+
+@dataclass(frozen=True)
 class WebhookConfig:
     """Everything the webhook service needs; see docs/operations/configuration.md."""
 
@@ -144,6 +179,7 @@ class WebhookConfig:
     # What PublishEvent callers must present (services/common/internal_auth.py).
     internal_token: InternalToken
     delivery: DeliveryConfig
+    retention: RetentionConfig = RetentionConfig()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WebhookConfig:
@@ -160,4 +196,5 @@ class WebhookConfig:
             rate_limits=RateLimitConfig.from_env(environ),
             internal_token=InternalToken.from_env(environ),
             delivery=DeliveryConfig.from_env(environ),
+            retention=RetentionConfig.from_env(environ),
         )

@@ -69,6 +69,8 @@ class Published:
     queued: int
     # False when the tenant does not exist.
     tenant_found: bool = True
+    # Of the queued deliveries, those already handed to the local worker (leased to it).
+    dispatched: int = 0
 
 
 class DeliveryStore(Protocol):
@@ -148,7 +150,7 @@ class Deliveries:
         published = await self._store.publish(tenant_id, event, self._policy.first_delay_s())
         if not published.tenant_found:
             raise NotFound("tenant not found")
-        if published.queued:
+        if published.queued > published.dispatched:
             self._wake()
         return published.queued
 

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol
 
 from services.common.db import Connection, Database
 from services.common.paging import Cursor
+from services.webhook.batching import GroupCommit
 from services.webhook.deliveries import DeliveryRecord, Published, QueueRefusal
 from services.webhook.events import ALL_EVENTS, NewEvent
 from services.webhook.policy import AttemptStatus
+from services.webhook.worker import Claim, Job
 
 # Queues event %(event)s to the endpoints `targets` selects (locked against a concurrent delete
 # until commit) and writes each delivery's first, PENDING, log row. {where} is a constant.
@@ -30,6 +36,68 @@ SELECT l.id::text AS log_id, l.delivery_id::text AS id, q.created_at, q.next_att
 FROM logged l JOIN queued q ON q.id = l.delivery_id
 """
 _SUBSCRIBED = "enabled AND event_types && %(types)s::text[] AND id IS DISTINCT FROM %(exclude)s"
+# PublishEvent for a batch of events of one tenant, in one statement: the tenant must exist;
+# each event is stored unless its id is (idempotence); only newly stored events are queued to
+# the subscribed endpoints (locked against a concurrent delete until commit), in publication
+# order, each delivery with its first, PENDING, log row. Up to %(lease_limit)s of the new
+# deliveries that are due at once and not on an ordered endpoint are leased to the local worker
+# (token %(token)s) and come back as `jobs`, with what their attempts need. One row per input
+# event, in order.
+_PUBLISH = """
+WITH input AS (
+  SELECT i.n, i.id, i.type, i.delay, p.payload
+  FROM json_to_recordset(%(events)s::json) AS i(n bigint, id text, type text, delay float8)
+  JOIN unnest(%(payloads)s::bytea[]) WITH ORDINALITY AS p(payload, n) ON p.n = i.n
+), tenant AS (
+  SELECT id FROM tenants WHERE id = %(tenant)s
+), stored AS (
+  INSERT INTO webhook_events (id, tenant_id, type, payload)
+  SELECT i.id, t.id, i.type, i.payload FROM input i CROSS JOIN tenant t ORDER BY i.n
+  ON CONFLICT (id) DO NOTHING
+  RETURNING id
+), targets AS (
+  SELECT w.id AS webhook_id, w.ordered, w.url, w.secret,
+         CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret END
+           AS previous_secret,
+         w.failing_since, i.id AS event_id, i.delay, i.n
+  FROM stored s
+  JOIN input i ON i.id = s.id
+  JOIN webhooks w ON w.tenant_id = %(tenant)s AND w.enabled
+    AND w.event_types && ARRAY[i.type, '*']::text[]
+  FOR KEY SHARE OF w
+), ranked AS (
+  SELECT t.*, NOT t.ordered AND t.delay <= 0 AND row_number() OVER (
+    PARTITION BY NOT t.ordered AND t.delay <= 0 ORDER BY t.n, t.webhook_id
+  ) <= %(lease_limit)s AS leased
+  FROM targets t
+), queued AS (
+  INSERT INTO webhook_deliveries
+    (id, tenant_id, webhook_id, event_id, ordered, next_attempt_at, locked_until, lease_token)
+  SELECT gen_random_uuid(), %(tenant)s, webhook_id, event_id, ordered,
+         now() + make_interval(secs => delay),
+         CASE WHEN leased THEN now() + make_interval(secs => %(lease_s)s) END,
+         CASE WHEN leased THEN %(token)s::uuid END
+  FROM ranked ORDER BY n, webhook_id
+  RETURNING id, webhook_id, event_id, created_at, lease_token IS NOT NULL AS leased
+), logged AS (
+  INSERT INTO webhook_attempts (id, tenant_id, delivery_id, webhook_id, number, created_at)
+  SELECT gen_random_uuid(), %(tenant)s, id, webhook_id, 1, created_at FROM queued
+), per_event AS (
+  SELECT q.event_id, count(*) AS queued,
+         json_agg(json_build_object(
+           'delivery_id', q.id, 'webhook_id', q.webhook_id, 'url', r.url, 'secret', r.secret,
+           'previous_secret', r.previous_secret, 'failing_since', r.failing_since
+         )) FILTER (WHERE q.leased) AS jobs
+  FROM queued q JOIN ranked r ON r.event_id = q.event_id AND r.webhook_id = q.webhook_id
+  GROUP BY q.event_id
+)
+SELECT EXISTS (SELECT FROM tenant) AS tenant_found, coalesce(p.queued, 0) AS queued, p.jobs
+FROM input i LEFT JOIN per_event p ON p.event_id = i.id
+ORDER BY i.n
+"""
+# Publication hands the local worker at most this many deliveries per event it publishes
+# (an event fans out to that many endpoints before the rest wait for a claim).
+HAND_OVER_PER_EVENT = 4
 _ONE_ENDPOINT = "id = %(webhook)s"
 
 _LOG_COLUMNS = """
@@ -71,6 +139,26 @@ async def queue_subscribed(
     return len(await cur.fetchall())
 
 
+def _leased_job(tenant_id: str, token: str, event: NewEvent, job: dict[str, Any]) -> Job:
+    """A delivery leased at publication, from the statement's JSON, as the worker runs it."""
+    failing_since = job["failing_since"]
+    return Job(
+        claim=Claim(job["delivery_id"], tenant_id, token),
+        webhook_id=job["webhook_id"],
+        url=job["url"],
+        enabled=True,
+        ordered=False,
+        secrets=(job["secret"], job["previous_secret"])
+        if job["previous_secret"]
+        else (job["secret"],),
+        failing_since=datetime.fromisoformat(failing_since) if failing_since else None,
+        event_id=event.id,
+        event_type=event.type,
+        body=event.body,
+        attempts_made=0,
+    )
+
+
 def log_record(row: dict[str, Any]) -> DeliveryRecord:
     """A log row as the API shows it."""
     status = AttemptStatus(row["status"])
@@ -95,20 +183,90 @@ def log_record(row: dict[str, Any]) -> DeliveryRecord:
     )
 
 
-class PostgresDeliveryStore:
-    """DeliveryStore on PostgreSQL; every statement runs in the tenant's transaction."""
+class LocalWorker(Protocol):
+    """The delivery worker of this process, as publication hands it new deliveries."""
 
-    def __init__(self, db: Database) -> None:
+    @property
+    def lease_s(self) -> float:
+        """How long a lease lasts unless renewed."""
+
+    def reserve(self, wanted: int) -> int:
+        """Promises up to `wanted` slots; how many it promised (0: claim them as usual)."""
+
+    def hand_over(self, jobs: Sequence[Job], reserved: int) -> None:
+        """Starts `jobs` (leased to it) and ends the promise of `reserved` slots."""
+
+
+class PostgresDeliveryStore:
+    """DeliveryStore on PostgreSQL; every statement runs in the tenant's transaction.
+
+    Concurrent publications of one tenant are written together (services/webhook/batching.py).
+    With a `worker`, new deliveries it has room for are leased to it as they are queued and
+    handed over after commit, instead of waiting for its next claim; leased and committed in
+    one transaction, they are as safe as claimed ones (a lost worker's lease runs out).
+    """
+
+    def __init__(self, db: Database, *, worker: LocalWorker | None = None) -> None:
         self._db = db
+        self._worker = worker
+        self._publications: GroupCommit[tuple[NewEvent, float], Published] = GroupCommit(
+            self._publish_batch
+        )
 
     async def publish(self, tenant_id: str, event: NewEvent, first_delay_s: float) -> Published:
-        async with self._db.tenant_transaction(tenant_id) as conn:
-            cur = await conn.execute("SELECT 1 FROM tenants WHERE id = %s", (tenant_id,))
-            if await cur.fetchone() is None:
-                return Published(queued=0, tenant_found=False)
-            if not await insert_event(conn, tenant_id, event):
-                return Published(queued=0)
-            return Published(queued=await queue_subscribed(conn, tenant_id, event, first_delay_s))
+        return await self._publications.submit(tenant_id, (event, first_delay_s))
+
+    async def _publish_batch(
+        self, tenant_id: str, items: Sequence[tuple[NewEvent, float]]
+    ) -> list[Published]:
+        # An id twice in one batch is stored and queued once; the repeat is a re-publication.
+        first: dict[str, int] = {}
+        for index, (event, _) in enumerate(items):
+            first.setdefault(event.id, index)
+        unique = [items[index] for index in sorted(first.values())]
+        worker = self._worker
+        reserved = worker.reserve(len(unique) * HAND_OVER_PER_EVENT) if worker else 0
+        token = str(uuid.uuid4())
+        jobs: list[Job] = []
+        try:
+            async with self._db.tenant_transaction(tenant_id) as conn:
+                cur = await conn.execute(
+                    _PUBLISH,
+                    {
+                        "tenant": tenant_id,
+                        # Scalars as one JSON document (cheap to adapt), bodies as bytea.
+                        "events": json.dumps(
+                            [
+                                {"n": n, "id": event.id, "type": event.type, "delay": delay}
+                                for n, (event, delay) in enumerate(unique, start=1)
+                            ]
+                        ),
+                        "payloads": [event.body for event, _ in unique],
+                        "lease_limit": reserved,
+                        "lease_s": worker.lease_s if worker else 0.0,
+                        "token": token,
+                    },
+                )
+                rows = await cur.fetchall()
+            if len(rows) != len(unique):
+                raise RuntimeError("PublishEvent's statement returned a row count it should not")
+            results: dict[str, Published] = {}
+            for (event, _), row in zip(unique, rows, strict=True):
+                leased = [_leased_job(tenant_id, token, event, job) for job in row["jobs"] or ()]
+                jobs += leased
+                results[event.id] = Published(
+                    queued=int(row["queued"]),
+                    tenant_found=bool(row["tenant_found"]),
+                    dispatched=len(leased),
+                )
+        finally:
+            if worker is not None:
+                worker.hand_over(jobs, reserved)
+        found = bool(rows[0]["tenant_found"])
+        return [
+            results[event.id] if first[event.id] == index else Published(0, tenant_found=found)
+            for index, (event, _) in enumerate(items)
+        ]
 
     async def queue_to_endpoint(
         self,
@@ -129,10 +287,12 @@ class PostgresDeliveryStore:
             if event is not None:
                 event_id, event_type = event.id, event.type
             else:
+                # The event is locked like the foreign key will lock it: retention deleting
+                # it at this moment is waited for, and then there is nothing to resend.
                 cur = await conn.execute(
                     "SELECT d.event_id, e.type FROM webhook_deliveries d"
                     " JOIN webhook_events e ON e.id = d.event_id"
-                    " WHERE d.id = %s AND d.webhook_id = %s",
+                    " WHERE d.id = %s AND d.webhook_id = %s FOR KEY SHARE OF e",
                     (delivery_id, webhook_id),
                 )
                 found = await cur.fetchone()

@@ -29,3 +29,9 @@ ENDPOINTS_DISABLED = Counter(
     " WEBHOOK_DISABLE_AFTER_S).",
     ["reason"],
 )
+RETENTION_DELETED = Counter(
+    "catalytic_webhook_retention_deleted_total",
+    "Rows deleted by retention (WEBHOOK_RETENTION_DAYS): kind deliveries (finished, each with"
+    " its attempts) or events (no delivery left).",
+    ["kind"],
+)

@@ -5,19 +5,23 @@ Only two reads cross tenants: finding due deliveries and the gauges' counts, in
 policy matches (ids, tenants, times and states; no payload, URL or secret). Every write - the
 claim itself, lease renewal and release, the result - and every read of a payload or an
 endpoint happens in the delivery's own tenant transaction.
+
+Each of those is one statement per batch, not per delivery: a claim leases a tenant's due
+deliveries and returns them joined with their endpoints and events; a result batch, passed as
+one JSON document, updates the deliveries and their log rows and adds the next log rows.
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from typing import Any
 
-from services.common.db import Database
+from services.common.db import Connection, Database
 from services.webhook.delivery_store import insert_event, queue_subscribed
-from services.webhook.events import NewEvent
-from services.webhook.policy import AttemptResult, AttemptStatus, Outcome
-from services.webhook.worker import Claim, Job, QueueStats, Recorded
+from services.webhook.policy import AttemptStatus
+from services.webhook.worker import Attempted, Claim, Job, QueueStats, Recorded
 
 WORKER_LOOKUP = {"delivery_worker": "on"}
 # How far down the due list the worker looks for tenants with work, per delivery wanted.
@@ -39,14 +43,26 @@ SELECT tenant_id::text AS tenant_id FROM (
 ) due GROUP BY tenant_id ORDER BY min(next_attempt_at)
 """  # noqa: S608 (constants only)
 # The claim proper, in the tenant's transaction: rows another worker is claiming are skipped
-# and rows it has leased are no longer due, so no delivery is ever leased twice.
+# and rows it has leased are no longer due, so no delivery is ever leased twice. It returns
+# what each attempt needs (endpoint, secrets, event body), read in the same transaction.
 _CLAIM = f"""
-UPDATE webhook_deliveries SET
-  locked_until = now() + make_interval(secs => %s), lease_token = gen_random_uuid()
-WHERE id IN (
-  SELECT d.id FROM webhook_deliveries d WHERE d.tenant_id = %s AND {_DUE}
-  ORDER BY d.next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED)
-RETURNING id::text AS delivery_id, lease_token::text AS lease_token
+WITH claimed AS (
+  UPDATE webhook_deliveries SET
+    locked_until = now() + make_interval(secs => %s), lease_token = gen_random_uuid()
+  WHERE id IN (
+    SELECT d.id FROM webhook_deliveries d WHERE d.tenant_id = %s AND {_DUE}
+    ORDER BY d.next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED)
+  RETURNING id, tenant_id, lease_token, attempt, event_id, webhook_id, ordered, next_attempt_at
+)
+SELECT c.id::text AS delivery_id, c.lease_token::text AS lease_token, c.attempt, c.event_id,
+       c.webhook_id::text AS webhook_id, c.ordered,
+       w.url, w.enabled, w.secret, w.previous_secret,
+       w.previous_secret IS NOT NULL AND w.previous_secret_expires_at > now() AS previous_live,
+       w.failing_since, e.type, e.payload
+FROM claimed c
+JOIN webhooks w ON w.id = c.webhook_id
+JOIN webhook_events e ON e.tenant_id = c.tenant_id AND e.id = c.event_id
+ORDER BY c.next_attempt_at
 """  # noqa: S608 (constants only)
 
 
@@ -57,33 +73,82 @@ def _by_tenant(claims: Iterable[Claim]) -> dict[str, list[str]]:
     return tokens
 
 
-_LOAD = """
-SELECT d.attempt, d.event_id, d.webhook_id::text AS webhook_id, d.ordered,
-       w.url, w.enabled, w.secret, w.previous_secret,
-       w.previous_secret IS NOT NULL AND w.previous_secret_expires_at > now() AS previous_live,
-       w.failing_since, e.type, e.payload
-FROM webhook_deliveries d
-JOIN webhooks w ON w.id = d.webhook_id
-JOIN webhook_events e ON e.id = d.event_id
-WHERE d.id = %s AND d.lease_token = %s AND d.status = 'PENDING'
+# A batch of results, one array element per attempt, in the order the attempts ended. A
+# delivery is written only while its lease is held (the token); its attempt's log row is filled
+# in, and a FAILED attempt adds the next, PENDING, row. Each endpoint's failure clock is set as
+# if the written attempts had been recorded one by one: a success stops it, a failure starts it
+# unless it runs, a failure after a success in the batch starts it afresh. Returns the
+# deliveries written.
+_FINISH = """
+WITH v AS (
+  SELECT * FROM json_to_recordset(%(attempts)s::json) AS v(
+    n int, id uuid, token uuid, number int, state text, retry_in float8, status text,
+    response_status int, body text, error text, duration_ms float8, attempted_at timestamptz,
+    succeeded bool)
+), finished AS (
+  UPDATE webhook_deliveries d SET
+    attempt = v.number, status = v.state,
+    next_attempt_at = now() + make_interval(secs => v.retry_in),
+    locked_until = NULL, lease_token = NULL, updated_at = now()
+  FROM v
+  WHERE d.id = v.id AND d.lease_token = v.token AND d.status = 'PENDING'
+  RETURNING d.id, d.webhook_id, d.next_attempt_at
+), logged AS (
+  UPDATE webhook_attempts a SET
+    status = v.status, response_status = v.response_status, response_body = v.body,
+    error = v.error, duration_ms = v.duration_ms, next_attempt_at = f.next_attempt_at,
+    attempted_at = v.attempted_at
+  FROM finished f JOIN v ON v.id = f.id
+  WHERE a.delivery_id = f.id AND a.number = v.number
+), next AS (
+  INSERT INTO webhook_attempts (id, tenant_id, delivery_id, webhook_id, number)
+  SELECT gen_random_uuid(), %(tenant)s, f.id, f.webhook_id, v.number + 1
+  FROM finished f JOIN v ON v.id = f.id
+  WHERE v.status = 'FAILED'
+), clock AS (
+  SELECT DISTINCT ON (f.webhook_id) f.webhook_id, v.succeeded AS last_succeeded,
+         bool_or(v.succeeded) OVER (PARTITION BY f.webhook_id) AS any_succeeded
+  FROM finished f JOIN v ON v.id = f.id
+  ORDER BY f.webhook_id, v.n DESC
+), clocked AS (
+  UPDATE webhooks w SET failing_since = CASE WHEN c.last_succeeded THEN NULL ELSE now() END
+  FROM clock c
+  WHERE w.id = c.webhook_id AND CASE
+    WHEN c.last_succeeded THEN w.failing_since IS NOT NULL
+    WHEN c.any_succeeded THEN true
+    ELSE w.failing_since IS NULL
+  END
+)
+SELECT id::text AS id FROM finished
 """
 
-_FINISH_DELIVERY = """
-UPDATE webhook_deliveries SET
-  attempt = %(number)s, status = %(status)s,
-  next_attempt_at = now() + make_interval(secs => %(retry_in)s),
-  locked_until = NULL, lease_token = NULL, updated_at = now()
-WHERE id = %(id)s AND lease_token = %(token)s AND status = 'PENDING'
-RETURNING next_attempt_at
-"""
 
-_FINISH_ATTEMPT = """
-UPDATE webhook_attempts SET
-  status = %(status)s, response_status = %(response_status)s, response_body = %(body)s,
-  error = %(error)s, duration_ms = %(duration_ms)s, next_attempt_at = %(next)s,
-  attempted_at = %(attempted_at)s
-WHERE delivery_id = %(id)s AND number = %(number)s
-"""
+def _finish_params(tenant_id: str, attempts: Sequence[Attempted]) -> dict[str, object]:
+    # One JSON document rather than an array per column: json.dumps is far cheaper than
+    # adapting a dozen arrays element by element, and PostgreSQL unpacks it in one call.
+    rows = []
+    for n, item in enumerate(attempts):
+        claim, status, result = item.job.claim, item.outcome.status, item.result
+        # FAILED is a state of an attempt; the delivery itself waits for the next.
+        state = AttemptStatus.PENDING if status is AttemptStatus.FAILED else status
+        rows.append(
+            {
+                "n": n,
+                "id": claim.delivery_id,
+                "token": claim.lease_token,
+                "number": item.job.attempts_made + 1,
+                "state": state.value,
+                "retry_in": item.outcome.retry_in_s,
+                "status": status.value,
+                "response_status": result.status_code,
+                "body": result.body,
+                "error": result.error,
+                "duration_ms": round(result.duration_s * 1000, 3),
+                "attempted_at": item.attempted_at.isoformat(),
+                "succeeded": result.succeeded,
+            }
+        )
+    return {"tenant": tenant_id, "attempts": json.dumps(rows)}
 
 
 class PostgresDeliveryQueue:
@@ -93,11 +158,11 @@ class PostgresDeliveryQueue:
         self._db = db
 
     # ------------------------------------------------------------------ leases
-    async def claim(self, limit: int, lease_s: float) -> list[Claim]:
+    async def claim(self, limit: int, lease_s: float) -> list[Job]:
         async with self._db.lookup_transaction(**WORKER_LOOKUP) as conn:
             cur = await conn.execute(_TENANTS_WITH_WORK, (limit * LOOKAHEAD,))
             tenants = [row["tenant_id"] for row in await cur.fetchall()]
-        claims: list[Claim] = []
+        claims: list[Job] = []
         if not tenants:
             return claims
         # A fair share each first, so one tenant's backlog cannot hold the others up; then
@@ -115,19 +180,24 @@ class PostgresDeliveryQueue:
                     more.remove(tenant_id)
         return claims
 
-    async def _claim_in(self, tenant_id: str, wanted: int, lease_s: float) -> list[Claim]:
+    async def _claim_in(self, tenant_id: str, wanted: int, lease_s: float) -> list[Job]:
         async with self._db.tenant_transaction(tenant_id) as conn:
             cur = await conn.execute(_CLAIM, (lease_s, tenant_id, wanted))
             rows = await cur.fetchall()
-        return [Claim(row["delivery_id"], tenant_id, row["lease_token"]) for row in rows]
+        return [_job(tenant_id, row) for row in rows]
 
     async def renew(self, claims: Sequence[Claim], lease_s: float) -> None:
         for tenant_id, tokens in _by_tenant(claims).items():
             async with self._db.tenant_transaction(tenant_id) as conn:
+                # Rows locked by a result being written are skipped (their lease is about to
+                # end): waiting for them could deadlock with that write, which locks the same
+                # rows in another order.
                 await conn.execute(
                     "UPDATE webhook_deliveries SET locked_until = now()"
                     " + make_interval(secs => %s)"
-                    " WHERE lease_token = ANY(%s::uuid[]) AND status = 'PENDING'",
+                    " WHERE id IN (SELECT id FROM webhook_deliveries"
+                    " WHERE lease_token = ANY(%s::uuid[]) AND status = 'PENDING'"
+                    " FOR UPDATE SKIP LOCKED)",
                     (lease_s, tokens),
                 )
 
@@ -154,29 +224,6 @@ class PostgresDeliveryQueue:
         return QueueStats(depth=int(row["depth"]), oldest_age_s=max(0.0, float(row["oldest"])))
 
     # ------------------------------------------------------------------ one delivery, its tenant
-    async def load(self, claim: Claim) -> Job | None:
-        async with self._db.tenant_transaction(claim.tenant_id) as conn:
-            cur = await conn.execute(_LOAD, (claim.delivery_id, claim.lease_token))
-            row = await cur.fetchone()
-        if row is None:
-            return None
-        secrets = (
-            (row["secret"], row["previous_secret"]) if row["previous_live"] else (row["secret"],)
-        )
-        return Job(
-            claim=claim,
-            webhook_id=row["webhook_id"],
-            url=row["url"],
-            enabled=row["enabled"],
-            ordered=row["ordered"],
-            secrets=secrets,
-            failing_since=row["failing_since"],
-            event_id=row["event_id"],
-            event_type=row["type"],
-            body=bytes(row["payload"]),
-            attempts_made=row["attempt"],
-        )
-
     async def pause(self, claim: Claim) -> None:
         async with self._db.tenant_transaction(claim.tenant_id) as conn:
             # The endpoint's row is locked first: enabling it waits for this transaction and
@@ -203,82 +250,64 @@ class PostgresDeliveryQueue:
             )
 
     async def record(
-        self,
-        job: Job,
-        result: AttemptResult,
-        outcome: Outcome,
-        attempted_at: datetime,
-        disabled: NewEvent | None,
-        first_delay_s: float,
-    ) -> Recorded:
-        claim = job.claim
-        number = job.attempts_made + 1
-        failed = outcome.status is AttemptStatus.FAILED
-        async with self._db.tenant_transaction(claim.tenant_id) as conn:
-            cur = await conn.execute(
-                _FINISH_DELIVERY,
-                {
-                    "number": number,
-                    # FAILED is a state of an attempt; the delivery itself waits for the next.
-                    "status": AttemptStatus.PENDING.value if failed else outcome.status.value,
-                    "retry_in": outcome.retry_in_s,
-                    "id": claim.delivery_id,
-                    "token": claim.lease_token,
-                },
+        self, tenant_id: str, attempts: Sequence[Attempted], first_delay_s: float
+    ) -> list[Recorded]:
+        async with self._db.tenant_transaction(tenant_id) as conn:
+            cur = await conn.execute(_FINISH, _finish_params(tenant_id, attempts))
+            written = {row["id"] for row in await cur.fetchall()}
+            held = [item for item in attempts if item.job.claim.delivery_id in written]
+            disabled: set[str] = set()
+            for item in held:
+                if item.outcome.disable_reason and await self._disable(
+                    conn, tenant_id, item, first_delay_s
+                ):
+                    disabled.add(item.job.claim.delivery_id)
+        return [
+            Recorded(
+                held=item.job.claim.delivery_id in written,
+                disabled=item.job.claim.delivery_id in disabled,
             )
-            finished = await cur.fetchone()
-            if finished is None:
-                return Recorded(held=False)
-            await conn.execute(
-                _FINISH_ATTEMPT,
-                {
-                    "status": outcome.status.value,
-                    "response_status": result.status_code,
-                    "body": result.body,
-                    "error": result.error,
-                    "duration_ms": round(result.duration_s * 1000, 3),
-                    "next": finished["next_attempt_at"],
-                    "attempted_at": attempted_at,
-                    "id": claim.delivery_id,
-                    "number": number,
-                },
+            for item in attempts
+        ]
+
+    @staticmethod
+    async def _disable(
+        conn: Connection, tenant_id: str, item: Attempted, first_delay_s: float
+    ) -> bool:
+        """Disables the attempt's endpoint, pauses its deliveries and queues the notice to the
+        tenant's other endpoints; False when the endpoint was disabled already."""
+        webhook_id = item.job.webhook_id
+        cur = await conn.execute(
+            "UPDATE webhooks SET enabled = false, disabled_reason = %s"
+            " WHERE id = %s AND enabled RETURNING id",
+            (item.outcome.disable_reason, webhook_id),
+        )
+        if await cur.fetchone() is None:
+            return False
+        await conn.execute(
+            "UPDATE webhook_deliveries SET paused = true, updated_at = now()"
+            " WHERE webhook_id = %s AND status = 'PENDING'",
+            (webhook_id,),
+        )
+        if item.disabled is not None and await insert_event(conn, tenant_id, item.disabled):
+            await queue_subscribed(
+                conn, tenant_id, item.disabled, first_delay_s, exclude_webhook=webhook_id
             )
-            if failed:
-                await conn.execute(
-                    "INSERT INTO webhook_attempts"
-                    " (id, tenant_id, delivery_id, webhook_id, number)"
-                    " VALUES (gen_random_uuid(), %s, %s, %s, %s)",
-                    (claim.tenant_id, claim.delivery_id, job.webhook_id, number + 1),
-                )
-            # The endpoint's failure clock: started by the first failure, stopped by a success.
-            if result.succeeded:
-                await conn.execute(
-                    "UPDATE webhooks SET failing_since = NULL"
-                    " WHERE id = %s AND failing_since IS NOT NULL",
-                    (job.webhook_id,),
-                )
-            else:
-                await conn.execute(
-                    "UPDATE webhooks SET failing_since = now()"
-                    " WHERE id = %s AND failing_since IS NULL",
-                    (job.webhook_id,),
-                )
-            if not outcome.disable_reason:
-                return Recorded(held=True)
-            cur = await conn.execute(
-                "UPDATE webhooks SET enabled = false, disabled_reason = %s"
-                " WHERE id = %s AND enabled RETURNING id",
-                (outcome.disable_reason, job.webhook_id),
-            )
-            if await cur.fetchone() is None:
-                return Recorded(held=True)
-            await conn.execute(
-                "UPDATE webhook_deliveries SET paused = true, updated_at = now()"
-                " WHERE webhook_id = %s AND status = 'PENDING'",
-                (job.webhook_id,),
-            )
-            if disabled is not None and await insert_event(conn, claim.tenant_id, disabled):
-                await queue_subscribed(
-                    conn, claim.tenant_id, disabled, first_delay_s, exclude_webhook=job.webhook_id
-                )
-        return Recorded(held=True, disabled=True)
+        return True
+
+
+def _job(tenant_id: str, row: dict[str, Any]) -> Job:
+    secrets = (row["secret"], row["previous_secret"]) if row["previous_live"] else (row["secret"],)
+    return Job(
+        claim=Claim(row["delivery_id"], tenant_id, row["lease_token"]),
+        webhook_id=row["webhook_id"],
+        url=row["url"],
+        enabled=row["enabled"],
+        ordered=row["ordered"],
+        secrets=secrets,
+        failing_since=row["failing_since"],
+        event_id=row["event_id"],
+        event_type=row["type"],
+        body=bytes(row["payload"]),
+        attempts_made=row["attempt"],
+    )

@@ -10,14 +10,25 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
-import httpx
-
+from services.webhook.http1 import Answer, ClosedWithoutAnswer, ProtocolError
 from services.webhook.policy import AttemptResult, parse_retry_after
 from services.webhook.signing import webhook_headers
 from services.webhook.ssrf import DestinationError, HostNotResolved
-from services.webhook.transport import PlainHttpRefused
+from services.webhook.transport import (
+    ConnectFailed,
+    ConnectTimeout,
+    GuardedClient,
+    PlainHttpRefused,
+)
 
 RESPONSE_BODY_CAP = 4096
+# What httpx and browsers follow as redirects; they are reported, never followed.
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_HEADERS = {
+    "content-type": "application/json",
+    # The answer is read raw and capped: a compressed one could inflate without limit.
+    "accept-encoding": "identity",
+}
 
 
 class Sender(Protocol):
@@ -47,9 +58,9 @@ def explain(exc: BaseException, *, connect_timeout_s: float, timeout_s: float) -
         return f"refused: {exc} (use https)"
     if isinstance(exc, DestinationError):
         return f"refused by the SSRF guard: {exc}"
-    if isinstance(exc, httpx.ConnectTimeout):
+    if isinstance(exc, ConnectTimeout):
         return f"connect timeout: no connection within {connect_timeout_s:g} s"
-    if isinstance(exc, TimeoutError | httpx.TimeoutException):
+    if isinstance(exc, TimeoutError):
         return f"timeout: no complete answer within {timeout_s:g} s"
     for cause in _causes(exc):
         if isinstance(cause, ssl.SSLCertVerificationError):
@@ -62,30 +73,30 @@ def explain(exc: BaseException, *, connect_timeout_s: float, timeout_s: float) -
             return "connection refused"
         if isinstance(cause, ConnectionResetError):
             return "connection reset by the endpoint"
-    if isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, ConnectFailed):
         return "connection failed: the endpoint could not be reached"
-    if isinstance(exc, httpx.RemoteProtocolError):
+    if isinstance(exc, ClosedWithoutAnswer):
+        return "connection closed by the endpoint without an answer"
+    if isinstance(exc, ProtocolError):
         return "protocol error: the endpoint's answer was not valid HTTP"
-    if isinstance(exc, httpx.HTTPError):
-        return f"request failed ({type(exc).__name__})"
     return f"request failed ({type(exc).__name__})"
 
 
-def _status_error(response: httpx.Response) -> str:
-    if response.is_success:
+def _status_error(answer: Answer) -> str:
+    if 200 <= answer.status < 300:
         return ""
-    if response.is_redirect:
-        location = response.headers.get("location", "")[:200]
-        return f"HTTP {response.status_code}: redirects are not followed (location {location!r})"
-    return f"HTTP {response.status_code}"
+    if answer.status in REDIRECT_STATUSES and "location" in answer.headers:
+        location = answer.headers["location"][:200]
+        return f"HTTP {answer.status}: redirects are not followed (location {location!r})"
+    return f"HTTP {answer.status}"
 
 
 class HttpSender:
-    """Sender over the guarded httpx client (services/webhook/transport.py)."""
+    """Sender over the guarded client (services/webhook/transport.py)."""
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: GuardedClient,
         *,
         connect_timeout_s: float,
         timeout_s: float,
@@ -101,16 +112,13 @@ class HttpSender:
     ) -> AttemptResult:
         # The timestamp is the time of this attempt: receivers refuse old ones (replays).
         timestamp = int(self._clock())
-        headers = {
-            "content-type": "application/json",
-            # The answer is read raw and capped: a compressed one could inflate without limit.
-            "accept-encoding": "identity",
-            **webhook_headers(secrets, message_id, timestamp, body),
-        }
+        headers = {**_HEADERS, **webhook_headers(secrets, message_id, timestamp, body)}
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self._timeout_s):
-                response, answer, retry_after = await self._post(url, body, headers)
+                # Only the start of the answer is read; past it the connection is closed
+                # rather than drained, so a huge or endless answer costs nothing.
+                answer = await self._client.post(url, body, headers, cap=RESPONSE_BODY_CAP)
         except Exception as exc:
             return AttemptResult(
                 status_code=0,
@@ -119,28 +127,12 @@ class HttpSender:
                 ),
                 duration_s=time.perf_counter() - started,
             )
+        text = answer.body.decode("utf-8", errors="replace")
         return AttemptResult(
-            status_code=response.status_code,
-            error=_status_error(response),
-            body=answer,
-            retry_after_s=retry_after,
+            status_code=answer.status,
+            error=_status_error(answer),
+            # PostgreSQL text cannot hold NUL.
+            body=text.replace("\x00", "\ufffd"),
+            retry_after_s=parse_retry_after(answer.headers.get("retry-after"), datetime.now(UTC)),
             duration_s=time.perf_counter() - started,
         )
-
-    async def _post(
-        self, url: str, body: bytes, headers: dict[str, str]
-    ) -> tuple[httpx.Response, str, float | None]:
-        async with self._client.stream("POST", url, content=body, headers=headers) as response:
-            retry_after = parse_retry_after(response.headers.get("retry-after"), datetime.now(UTC))
-            chunks: list[bytes] = []
-            size = 0
-            # Only the start of the answer is kept; the rest is never read (the connection is
-            # closed rather than drained, so a huge or endless answer costs nothing).
-            async for chunk in response.aiter_raw():
-                chunks.append(chunk)
-                size += len(chunk)
-                if size >= RESPONSE_BODY_CAP:
-                    break
-        answer = b"".join(chunks)[:RESPONSE_BODY_CAP].decode("utf-8", errors="replace")
-        # PostgreSQL text cannot hold NUL.
-        return response, answer.replace("\x00", "\ufffd"), retry_after

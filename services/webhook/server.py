@@ -1,4 +1,5 @@
-"""Builds the webhook service: stores, resolver, domain, delivery worker, servicer, server."""
+"""Builds the webhook service: stores, resolver, domain, delivery worker, retention, servicer,
+server."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ from services.webhook.endpoint_limit import RedisEndpointLimiter
 from services.webhook.endpoints import Endpoints
 from services.webhook.policy import RetryPolicy
 from services.webhook.queue_store import PostgresDeliveryQueue
+from services.webhook.retention import Retention
+from services.webhook.retention_store import PostgresRetention
 from services.webhook.sender import HttpSender
 from services.webhook.servicer import WebhookServicer
 from services.webhook.ssrf import Resolver, SystemResolver
@@ -91,7 +94,6 @@ async def create_server(
                 resolver,
                 config.allow_cidrs,
                 connect_timeout_s=delivery.connect_timeout_s,
-                timeout_s=delivery.timeout_s,
                 ssl_context=ssl_context,
             )
             resources.push_async_callback(client.aclose)
@@ -118,7 +120,7 @@ async def create_server(
             secret_overlap_s=delivery.secret_overlap_s,
             wake=wake,
         )
-        deliveries = Deliveries(PostgresDeliveryStore(database), policy, wake=wake)
+        deliveries = Deliveries(PostgresDeliveryStore(database, worker=worker), policy, wake=wake)
         verifier = remote_token_verifier(
             config.service, resources, issuer=config.issuer, audience=config.audience
         )
@@ -140,6 +142,16 @@ async def create_server(
         )
         if worker is not None:
             start_worker(running, worker, config.service.shutdown_grace_s)
+        if config.retention.enabled:
+            start_retention(
+                running,
+                Retention(
+                    PostgresRetention(database),
+                    retention_s=config.retention.retention_s,
+                    interval_s=config.retention.interval_s,
+                    batch=config.retention.batch,
+                ),
+            )
         return running
     except BaseException:
         await resources.aclose()
@@ -163,6 +175,20 @@ def start_worker(running: RunningService, worker: DeliveryWorker, grace: float) 
     # The stack closes last-in first-out: the worker is drained before the client and pool.
     running.resources.callback(watcher.cancel)
     running.resources.push_async_callback(worker.stop, grace)
+
+
+def start_retention(running: RunningService, retention: Retention) -> None:
+    """Runs `retention` for as long as `running`; it stops when the server starts stopping,
+    before the database closes."""
+    retention.start()
+
+    async def stop_on_stop() -> None:
+        await running.stopping.wait()
+        await retention.stop()
+
+    watcher = asyncio.create_task(stop_on_stop(), name="webhook-retention-stop")
+    running.resources.callback(watcher.cancel)
+    running.resources.push_async_callback(retention.stop)
 
 
 async def start_server(

@@ -1,9 +1,16 @@
 """The delivery worker: claims due deliveries under a lease, sends them, records what happened.
 
 Runs as asyncio tasks inside the webhook service. Nothing it holds is only in memory: a claim is
-a lease in PostgreSQL (renewed while the attempt runs), so a worker killed at any point loses
-nothing; its deliveries become due again when their leases run out (at-least-once, same
-`webhook-id`). Several workers, in one process or many, never hold the same delivery at once.
+a lease in PostgreSQL (renewed while the attempt runs and until its result is written), so a
+worker killed at any point loses nothing; its deliveries become due again when their leases run
+out (at-least-once, same `webhook-id`). Several workers, in one process or many, never hold the
+same delivery at once.
+
+Claims come in batches (each with everything its attempts need), attempts run concurrently up to
+`concurrency`, and results are written in batches (services/webhook/batching.py), so the
+database sees a few statements per batch rather than several transactions per delivery. While
+the queue has no backlog, a new delivery need not be claimed at all: publication leases it to
+this worker in the transaction that queues it and hands it over (`reserve`, `hand_over`).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from services.webhook import metrics
+from services.webhook.batching import GroupCommit
 from services.webhook.events import NewEvent, disabled_event
 from services.webhook.policy import AttemptResult, AttemptStatus, Outcome, RetryPolicy
 from services.webhook.sender import Sender
@@ -57,6 +65,18 @@ class Job:
 
 
 @dataclass(frozen=True)
+class Attempted:
+    """An attempt made, with what follows from it, waiting to be written."""
+
+    job: Job
+    result: AttemptResult
+    outcome: Outcome
+    attempted_at: datetime
+    # The webhook.disabled event for the tenant's other endpoints, when `outcome` disables.
+    disabled: NewEvent | None = None
+
+
+@dataclass(frozen=True)
 class Recorded:
     """What writing an attempt's result did."""
 
@@ -77,17 +97,15 @@ class QueueStats:
 class DeliveryQueue(Protocol):
     """The durable queue as the worker uses it (PostgreSQL in production)."""
 
-    async def claim(self, limit: int, lease_s: float) -> list[Claim]:
-        """Leases up to `limit` due deliveries (skipping any another worker holds)."""
+    async def claim(self, limit: int, lease_s: float) -> list[Job]:
+        """Leases up to `limit` due deliveries (skipping any another worker holds) and returns
+        each with everything its attempt needs."""
 
     async def renew(self, claims: Sequence[Claim], lease_s: float) -> None:
         """Extends the leases still held."""
 
     async def release(self, claims: Sequence[Claim]) -> None:
         """Gives the leases up: those deliveries are due again at once."""
-
-    async def load(self, claim: Claim) -> Job | None:
-        """The job; None when the delivery is gone, finished or no longer leased to us."""
 
     async def pause(self, claim: Claim) -> None:
         """Parks the delivery until its endpoint is enabled, and releases it."""
@@ -96,18 +114,13 @@ class DeliveryQueue(Protocol):
         """Makes it due again in `delay_s` without counting an attempt, and releases it."""
 
     async def record(
-        self,
-        job: Job,
-        result: AttemptResult,
-        outcome: Outcome,
-        attempted_at: datetime,
-        disabled: NewEvent | None,
-        first_delay_s: float,
-    ) -> Recorded:
-        """Writes the attempt and what follows from it in one transaction, releasing the
-        lease: the log row, the delivery's state, the next PENDING row; the endpoint's failure
-        clock; when `outcome` disables the endpoint, the endpoint, its paused deliveries and
-        `disabled` (queued to the tenant's other endpoints)."""
+        self, tenant_id: str, attempts: Sequence[Attempted], first_delay_s: float
+    ) -> list[Recorded]:
+        """Writes attempts of deliveries of `tenant_id` and what follows from them in one
+        transaction, releasing their leases: the log rows, the deliveries' states, the next
+        PENDING rows; the endpoints' failure clocks; for an outcome that disables its endpoint,
+        the endpoint, its paused deliveries and the attempt's `disabled` event (queued to the
+        tenant's other endpoints). One Recorded per attempt, in order."""
 
     async def stats(self) -> QueueStats:
         """Depth and age of the oldest waiting delivery."""
@@ -118,13 +131,6 @@ class EndpointLimiter(Protocol):
 
     async def wait_s(self, webhook_id: str) -> float:
         """0 when an attempt to the endpoint may go now, else how long until one may."""
-
-
-class NoEndpointLimit:
-    """EndpointLimiter that never waits."""
-
-    async def wait_s(self, webhook_id: str) -> float:
-        return 0.0
 
 
 class DeliveryWorker:
@@ -148,7 +154,8 @@ class DeliveryWorker:
         self._queue = queue
         self._sender = sender
         self._policy = policy
-        self._limiter = limiter if limiter is not None else NoEndpointLimit()
+        # None: no per-endpoint limit (WEBHOOK_ENDPOINT_RATE_PER_S=0).
+        self._limiter = limiter
         self._concurrency = concurrency
         self._lease_s = lease_s
         self._poll_interval_s = poll_interval_s
@@ -157,9 +164,12 @@ class DeliveryWorker:
         # Claims are re-filled in batches when the queue has more than we took.
         self._refill_at = max(1, concurrency // 4)
         self._backlog = False
+        # Slots promised to deliveries being leased at publication (see reserve()).
+        self._reserved = 0
         self._signal = asyncio.Event()
         self._stopping = asyncio.Event()
         self._in_flight: dict[Claim, asyncio.Task[None]] = {}
+        self._results: GroupCommit[Attempted, Recorded] = GroupCommit(self._write_results)
         self._tasks: list[asyncio.Task[None]] = []
         self._stop_task: asyncio.Task[None] | None = None
 
@@ -177,6 +187,36 @@ class DeliveryWorker:
     def wake(self) -> None:
         """New deliveries may be due: look now instead of at the next poll."""
         self._signal.set()
+
+    @property
+    def lease_s(self) -> float:
+        """How long a lease lasts unless renewed."""
+        return self._lease_s
+
+    def reserve(self, wanted: int) -> int:
+        """Promises up to `wanted` slots to deliveries that publication leases to this worker
+        in the transaction queueing them; hand_over() gives them (and the promise) back.
+
+        0 while the queue has a backlog (new deliveries then wait their turn behind it), while
+        stopping, or before start. A quarter of the slots stays for claims, so deliveries due
+        from the queue (retries, ordered endpoints, other replicas' work) keep moving.
+        """
+        if not self._tasks or self._stopping.is_set() or self._backlog:
+            return 0
+        spare = self._concurrency - self._refill_at - len(self._in_flight) - self._reserved
+        granted = max(0, min(wanted, spare))
+        self._reserved += granted
+        return granted
+
+    def hand_over(self, jobs: Sequence[Job], reserved: int) -> None:
+        """Starts `jobs`, leased to this worker at publication (no more than were reserved),
+        and ends the promise of `reserved` slots. Once stopping it starts nothing: those
+        leases run out and any worker sends the deliveries then."""
+        self._reserved -= reserved
+        if self._stopping.is_set():
+            return
+        for job in jobs:
+            self._spawn(job)
 
     async def stop(self, grace: float) -> None:
         """Stops claiming, lets attempts in flight finish for `grace` s, gives up the rest.
@@ -201,6 +241,8 @@ class DeliveryWorker:
         for task in leftover.values():
             task.cancel()
         await asyncio.gather(*leftover.values(), return_exceptions=True)
+        # Results already handed over are written before the leases are given up.
+        await self._results.drain()
         for task in loops:
             task.cancel()
         await asyncio.gather(*loops, return_exceptions=True)
@@ -218,32 +260,33 @@ class DeliveryWorker:
         backoff = ERROR_BACKOFF_S
         while not self._stopping.is_set():
             self._signal.clear()
-            free = self._concurrency - len(self._in_flight)
+            free = self._concurrency - len(self._in_flight) - self._reserved
             timeout = self._poll_interval_s
             if free > 0:
                 try:
-                    claims = await self._queue.claim(free, self._lease_s)
+                    jobs = await self._queue.claim(free, self._lease_s)
                 except Exception:
                     logger.exception("claiming deliveries failed; retrying in %.1f s", backoff)
                     timeout, backoff = backoff, min(backoff * 2, ERROR_BACKOFF_MAX_S)
-                    claims = []
+                    jobs = []
                 else:
                     backoff = ERROR_BACKOFF_S
-                self._backlog = bool(claims) and len(claims) == free
-                for claim in claims:
-                    self._spawn(claim)
+                self._backlog = bool(jobs) and len(jobs) == free
+                for job in jobs:
+                    self._spawn(job)
                 if self._backlog:
                     continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._signal.wait(), timeout)
 
-    def _spawn(self, claim: Claim) -> None:
-        task = asyncio.create_task(self._deliver(claim), name=f"webhook-{claim.delivery_id}")
+    def _spawn(self, job: Job) -> None:
+        claim = job.claim
+        task = asyncio.create_task(self._deliver(job), name=f"webhook-{claim.delivery_id}")
         self._in_flight[claim] = task
 
         def done(_: asyncio.Task[None]) -> None:
             self._in_flight.pop(claim, None)
-            free = self._concurrency - len(self._in_flight)
+            free = self._concurrency - len(self._in_flight) - self._reserved
             if self._backlog and free >= self._refill_at:
                 self._signal.set()
 
@@ -272,19 +315,17 @@ class DeliveryWorker:
             await asyncio.sleep(self._stats_interval_s)
 
     # ------------------------------------------------------------------ one delivery
-    async def _deliver(self, claim: Claim) -> None:
+    async def _deliver(self, job: Job) -> None:
         try:
-            await self._attempt(claim)
+            await self._attempt(job)
         except asyncio.CancelledError:
             raise
         except Exception:
             # The lease is left to run out, so the delivery is retried (by us or another).
-            logger.exception("delivery %s failed in the worker", claim.delivery_id)
+            logger.exception("delivery %s failed in the worker", job.claim.delivery_id)
 
-    async def _attempt(self, claim: Claim) -> None:
-        job = await self._queue.load(claim)
-        if job is None:
-            return
+    async def _attempt(self, job: Job) -> None:
+        claim = job.claim
         if not job.enabled:
             await self._queue.pause(claim)
             return
@@ -292,7 +333,7 @@ class DeliveryWorker:
             # Shutting down: what is not sent yet goes back to the queue at once.
             await self._queue.release([claim])
             return
-        wait_s = await self._limiter.wait_s(job.webhook_id)
+        wait_s = await self._limiter.wait_s(job.webhook_id) if self._limiter else 0.0
         if wait_s > 0:
             await self._queue.defer(claim, wait_s)
             return
@@ -305,8 +346,8 @@ class DeliveryWorker:
             if outcome.disable_reason
             else None
         )
-        recorded = await self._queue.record(
-            job, result, outcome, attempted_at, disabled, self._policy.first_delay_s()
+        recorded = await self._results.submit(
+            claim.tenant_id, Attempted(job, result, outcome, attempted_at, disabled)
         )
         metrics.ATTEMPT_DURATION.observe(result.duration_s)
         if not recorded.held:
@@ -324,10 +365,15 @@ class DeliveryWorker:
             # A webhook.disabled event, or the next delivery of an ordered endpoint, is due.
             self.wake()
 
+    async def _write_results(self, tenant_id: str, attempts: Sequence[Attempted]) -> list[Recorded]:
+        return await self._queue.record(tenant_id, attempts, self._policy.first_delay_s())
+
     @staticmethod
     def _log(job: Job, attempt: int, result: AttemptResult, outcome: Outcome) -> None:
         # Successes are the bulk (and are in the tenant's log); failures are worth a look.
         level = logging.DEBUG if outcome.status is AttemptStatus.SUCCEEDED else logging.WARNING
+        if not logger.isEnabledFor(level):
+            return
         logger.log(
             level,
             "delivery %s attempt %d: %s",

@@ -29,6 +29,8 @@ _SERVICE_POLICY = re.compile(r"^\(app_lookup\('(\w+)'::text\) = '(\w+)'::text\)$
 SERVICE_CONTEXTS = {
     ("webhook_deliveries", "webhook_deliveries_worker_read"): ("delivery_worker", "on"),
     ("lattice_outbox", "lattice_outbox_relay_read"): ("outbox_relay", "lattice"),
+    # ADR "Webhook retention": finds events older than WEBHOOK_RETENTION_DAYS; deletes per tenant.
+    ("webhook_events", "webhook_events_retention_read"): ("webhook_retention", "on"),
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime
 
 import psycopg
@@ -19,7 +19,7 @@ from services.webhook.events import NewEvent, disabled_event
 from services.webhook.policy import AttemptResult, AttemptStatus, Outcome
 from services.webhook.queue_store import PostgresDeliveryQueue
 from services.webhook.store import PostgresWebhookStore
-from services.webhook.worker import Claim
+from services.webhook.worker import Attempted, Claim, Job, Recorded
 from tests.unit.webhook.harness import Scratch, migrated_template, scratch_copy
 
 pytestmark = pytest.mark.integration
@@ -74,6 +74,19 @@ async def endpoint(
     return webhook_id
 
 
+async def record(
+    queue: PostgresDeliveryQueue,
+    job: Job,
+    result: AttemptResult,
+    outcome: Outcome,
+    disabled: NewEvent | None = None,
+) -> Recorded:
+    [recorded] = await queue.record(
+        job.claim.tenant_id, [Attempted(job, result, outcome, datetime.now(UTC), disabled)], 0
+    )
+    return recorded
+
+
 async def publish(db: Database, tenant_id: str, count: int) -> list[str]:
     store = PostgresDeliveryStore(db)
     events = [event(number) for number in range(count)]
@@ -94,7 +107,7 @@ async def test_concurrent_claimers_never_share_a_delivery(db: Database, scratch:
         batches = await asyncio.gather(*(queue.claim(7, 30) for _ in range(12)))
         if not any(batches):
             break
-        claims += [claim for batch in batches for claim in batch]
+        claims += [job.claim for batch in batches for job in batch]
 
     claimed = [claim.delivery_id for claim in claims]
     assert len(claimed) == len(set(claimed)) == 60
@@ -108,20 +121,17 @@ async def test_a_dead_workers_lease_runs_out_and_its_late_result_is_ignored(
     await endpoint(db, scratch, tenant_id)
     await publish(db, tenant_id, 1)
     queue = PostgresDeliveryQueue(db)
-    [first] = await queue.claim(5, 0.5)
+    [job] = await queue.claim(5, 0.5)
+    first = job.claim
     assert await queue.claim(5, 0.5) == []
-    job = await queue.load(first)
-    assert job is not None
 
     await asyncio.sleep(0.6)
-    [second] = await queue.claim(5, 30)
+    [again] = await queue.claim(5, 30)
+    second = again.claim
 
     assert second.delivery_id == first.delivery_id
     assert second.lease_token != first.lease_token
-    assert await queue.load(first) is None
-    late = await queue.record(
-        job, AttemptResult(200, ""), Outcome(AttemptStatus.SUCCEEDED), datetime.now(UTC), None, 0
-    )
+    late = await record(queue, job, AttemptResult(200, ""), Outcome(AttemptStatus.SUCCEEDED))
     assert not late.held
     [(status, attempt)] = scratch.query("SELECT status, attempt FROM webhook_deliveries")
     assert (status, attempt) == ("PENDING", 0)
@@ -132,16 +142,16 @@ async def test_renew_and_release(db: Database, scratch: Scratch) -> None:
     await endpoint(db, scratch, tenant_id)
     await publish(db, tenant_id, 2)
     queue = PostgresDeliveryQueue(db)
-    claims = await queue.claim(5, 0.5)
+    claims = [job.claim for job in await queue.claim(5, 0.5)]
     assert len(claims) == 2
 
     await queue.renew(claims[:1], 30)
     await asyncio.sleep(0.6)
     [expired] = await queue.claim(5, 30)
-    assert expired.delivery_id == claims[1].delivery_id
+    assert expired.claim.delivery_id == claims[1].delivery_id
     await queue.release([claims[0]])
     [released] = await queue.claim(5, 30)
-    assert released.delivery_id == claims[0].delivery_id
+    assert released.claim.delivery_id == claims[0].delivery_id
 
 
 async def test_an_ordered_endpoint_offers_only_its_oldest_pending_delivery(
@@ -153,19 +163,10 @@ async def test_an_ordered_endpoint_offers_only_its_oldest_pending_delivery(
     queue = PostgresDeliveryQueue(db)
 
     for event_id in published:
-        [claim] = await queue.claim(10, 30)
-        job = await queue.load(claim)
-        assert job is not None
+        [job] = await queue.claim(10, 30)
         assert job.event_id == event_id
         assert await queue.claim(10, 30) == [], "the next one waits for this one"
-        await queue.record(
-            job,
-            AttemptResult(200, ""),
-            Outcome(AttemptStatus.SUCCEEDED),
-            datetime.now(UTC),
-            None,
-            0,
-        )
+        await record(queue, job, AttemptResult(200, ""), Outcome(AttemptStatus.SUCCEEDED))
 
 
 async def test_a_disabling_attempt_pauses_the_endpoint_and_tells_the_others(
@@ -176,20 +177,17 @@ async def test_a_disabling_attempt_pauses_the_endpoint_and_tells_the_others(
     watcher = await endpoint(db, scratch, tenant_id, types=("webhook.disabled",))
     await publish(db, tenant_id, 2)
     queue = PostgresDeliveryQueue(db)
-    [claim] = await queue.claim(10, 30)
-    job = await queue.load(claim)
-    assert job is not None
+    [job] = await queue.claim(10, 30)
     notice = disabled_event(gone, job.url, "the endpoint answered 410 Gone", datetime.now(UTC))
 
-    recorded = await queue.record(
+    recorded = await record(
+        queue,
         job,
         AttemptResult(410, "HTTP 410"),
         Outcome(
             AttemptStatus.DEAD, disable_reason="the endpoint answered 410 Gone", disable_kind="gone"
         ),
-        datetime.now(UTC),
         notice,
-        0,
     )
 
     assert recorded.held
@@ -209,10 +207,10 @@ async def test_a_disabling_attempt_pauses_the_endpoint_and_tells_the_others(
     assert (enabled, reason) == (False, "the endpoint answered 410 Gone")
     # Only the notice is due; the paused delivery resumes once the endpoint is enabled.
     [due] = await queue.claim(10, 30)
-    assert (await queue.load(due)).event_type == "webhook.disabled"  # type: ignore[union-attr]
+    assert due.event_type == "webhook.disabled"
     await PostgresWebhookStore(db).enable(tenant_id, gone)
     [resumed] = await queue.claim(10, 30)
-    assert (await queue.load(resumed)).webhook_id == gone  # type: ignore[union-attr]
+    assert resumed.webhook_id == gone
 
 
 async def test_the_worker_lookup_reads_only_the_queue_and_writes_nothing(
@@ -273,7 +271,8 @@ async def test_claims_are_typed(db: Database, scratch: Scratch) -> None:
     tenant_id = str(uuid.uuid4())
     await endpoint(db, scratch, tenant_id)
     await publish(db, tenant_id, 1)
-    [claim] = await PostgresDeliveryQueue(db).claim(1, 30)
+    [job] = await PostgresDeliveryQueue(db).claim(1, 30)
+    claim = job.claim
     assert isinstance(claim, Claim)
     assert claim.tenant_id == tenant_id
     uuid.UUID(claim.delivery_id)
@@ -289,12 +288,10 @@ async def test_a_delivery_claimed_for_a_disabled_endpoint_waits_for_it(
     await publish(db, tenant_id, 1)
     scratch.query("UPDATE webhooks SET enabled = false RETURNING id")
     queue = PostgresDeliveryQueue(db)
-    [claim] = await queue.claim(5, 30)
-    job = await queue.load(claim)
-    assert job is not None
+    [job] = await queue.claim(5, 30)
     assert not job.enabled
 
-    await queue.pause(claim)
+    await queue.pause(job.claim)
 
     assert scratch.query("SELECT paused, lease_token FROM webhook_deliveries") == [(True, None)]
     assert await queue.claim(5, 30) == []
@@ -307,12 +304,150 @@ async def test_defer_postpones_without_counting_an_attempt(db: Database, scratch
     await endpoint(db, scratch, tenant_id)
     await publish(db, tenant_id, 1)
     queue = PostgresDeliveryQueue(db)
-    [claim] = await queue.claim(5, 30)
+    [job] = await queue.claim(5, 30)
 
-    await queue.defer(claim, 0.3)
+    await queue.defer(job.claim, 0.3)
 
     assert await queue.claim(5, 30) == []
     await asyncio.sleep(0.35)
     [again] = await queue.claim(5, 30)
-    assert again.delivery_id == claim.delivery_id
+    assert again.claim.delivery_id == job.claim.delivery_id
     assert scratch.query("SELECT attempt FROM webhook_deliveries") == [(0,)]
+
+
+class HandOver:
+    """A stand-in for the local worker: promises `slots` and keeps what it is handed."""
+
+    lease_s = 30.0
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self.jobs: list[Job] = []
+        self.returned = 0
+
+    def reserve(self, wanted: int) -> int:
+        granted = min(wanted, self.slots)
+        self.slots -= granted
+        return granted
+
+    def hand_over(self, jobs: Sequence[Job], reserved: int) -> None:
+        self.jobs += jobs
+        self.returned += reserved
+
+
+async def test_concurrent_publications_are_written_together_and_once(
+    db: Database, scratch: Scratch
+) -> None:
+    tenant_id = str(uuid.uuid4())
+    await endpoint(db, scratch, tenant_id)
+    store = PostgresDeliveryStore(db)
+    events = [event(number) for number in range(20)]
+
+    results = await asyncio.gather(
+        *(store.publish(tenant_id, item, 0.0) for item in [*events, events[3], events[7]])
+    )
+
+    assert [result.queued for result in results] == [1] * 20 + [0, 0]
+    assert all(result.tenant_found for result in results)
+    [(deliveries, events_stored)] = scratch.query(
+        "SELECT (SELECT count(*) FROM webhook_deliveries), (SELECT count(*) FROM webhook_events)"
+    )
+    assert (deliveries, events_stored) == (20, 20)
+    # Publication order is the queue's order (what ordered endpoints rely on).
+    order = [
+        row[0] for row in scratch.query("SELECT event_id FROM webhook_deliveries ORDER BY seq")
+    ]
+    assert order == [item.id for item in events]
+    missing = await store.publish(str(uuid.uuid4()), event(99), 0.0)
+    assert (missing.queued, missing.tenant_found) == (0, False)
+
+
+async def test_publication_leases_what_the_local_worker_has_room_for(
+    db: Database, scratch: Scratch
+) -> None:
+    tenant_id = str(uuid.uuid4())
+    plain = await endpoint(db, scratch, tenant_id)
+    ordered = await endpoint(db, scratch, tenant_id, ordered=True)
+    worker = HandOver(slots=3)
+    store = PostgresDeliveryStore(db, worker=worker)
+    published = [event(number) for number in range(4)]
+
+    results = await asyncio.gather(*(store.publish(tenant_id, item, 0.0) for item in published))
+
+    assert [result.queued for result in results] == [2, 2, 2, 2]
+    assert sum(result.dispatched for result in results) == 3
+    assert worker.returned == 3
+    # The oldest deliveries to the unordered endpoint, never those of the ordered one.
+    assert [job.event_id for job in worker.jobs] == [item.id for item in published[:3]]
+    assert {job.webhook_id for job in worker.jobs} == {plain}
+    job = worker.jobs[0]
+    assert (job.body, job.event_type, job.attempts_made) == (
+        published[0].body,
+        "lattice.created",
+        0,
+    )
+    assert job.url == "https://hooks.example.com/"
+    assert job.secrets[0].startswith("whsec_")
+    # Leased: not claimable; the rest is.
+    queue = PostgresDeliveryQueue(db)
+    claimed = await queue.claim(10, 30)
+    assert len(claimed) == 2
+    assert {c.webhook_id for c in claimed} == {plain, ordered}
+    # The handed-over deliveries are recorded like claimed ones.
+    recorded = await record(queue, job, AttemptResult(200, ""), Outcome(AttemptStatus.SUCCEEDED))
+    assert recorded.held
+    # A delay before the first attempt means no lease at publication.
+    later = await PostgresDeliveryStore(db, worker=HandOver(slots=10)).publish(
+        tenant_id, event(50), 5.0
+    )
+    assert (later.queued, later.dispatched) == (2, 0)
+
+
+async def test_a_batch_of_results_is_written_as_if_one_by_one(
+    db: Database, scratch: Scratch
+) -> None:
+    tenant_id = str(uuid.uuid4())
+    flaky = await endpoint(db, scratch, tenant_id)
+    healthy = await endpoint(db, scratch, tenant_id, types=("path.computed",))
+    await publish(db, tenant_id, 3)
+    await PostgresDeliveryStore(db).publish(tenant_id, event(9, "path.computed"), 0.0)
+    queue = PostgresDeliveryQueue(db)
+    jobs = await queue.claim(10, 30)
+    to_flaky = [job for job in jobs if job.webhook_id == flaky]
+    [to_healthy] = [job for job in jobs if job.webhook_id == healthy]
+    lost = to_flaky[2]
+    async with db.tenant_transaction(tenant_id) as conn:
+        await conn.execute(
+            "UPDATE webhook_deliveries SET lease_token = gen_random_uuid() WHERE id = %s",
+            (lost.claim.delivery_id,),
+        )
+    now = datetime.now(UTC)
+    ok, failed = AttemptResult(200, ""), AttemptResult(500, "HTTP 500")
+    retry = Outcome(AttemptStatus.FAILED, retry_in_s=60)
+
+    results = await queue.record(
+        tenant_id,
+        [
+            Attempted(to_flaky[0], ok, Outcome(AttemptStatus.SUCCEEDED), now),
+            Attempted(to_flaky[1], failed, retry, now),
+            Attempted(lost, ok, Outcome(AttemptStatus.SUCCEEDED), now),
+            Attempted(to_healthy, ok, Outcome(AttemptStatus.SUCCEEDED), now),
+        ],
+        0,
+    )
+
+    assert [result.held for result in results] == [True, True, False, True]
+    states = dict(
+        scratch.query("SELECT id::text, status || ':' || attempt FROM webhook_deliveries")
+    )
+    assert states[to_flaky[0].claim.delivery_id] == "SUCCEEDED:1"
+    assert states[to_flaky[1].claim.delivery_id] == "PENDING:1"
+    assert states[lost.claim.delivery_id] == "PENDING:0"
+    log = scratch.query(
+        "SELECT number, status FROM webhook_attempts WHERE delivery_id = %s ORDER BY number",
+        (to_flaky[1].claim.delivery_id,),
+    )
+    assert log == [(1, "FAILED"), (2, "PENDING")]
+    # The last written attempt to `flaky` failed after a success: its clock starts now.
+    clocks = dict(scratch.query("SELECT id::text, failing_since IS NOT NULL FROM webhooks"))
+    assert clocks == {flaky: True, healthy: False}

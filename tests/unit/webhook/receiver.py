@@ -40,6 +40,11 @@ class Received:
     at: float
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's default backlog (5) drops connections when a worker opens many at once.
+    request_queue_size = 1024
+
+
 class Receiver:
     """The server, its scripts and what it has received."""
 
@@ -79,7 +84,7 @@ class Receiver:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         if tls is not None:
             self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)

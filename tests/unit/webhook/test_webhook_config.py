@@ -7,7 +7,12 @@ import ipaddress
 import pytest
 
 from services.common.config import ConfigError
-from services.webhook.config import DEFAULT_RETRY_SCHEDULE_S, DeliveryConfig, WebhookConfig
+from services.webhook.config import (
+    DEFAULT_RETRY_SCHEDULE_S,
+    DeliveryConfig,
+    RetentionConfig,
+    WebhookConfig,
+)
 
 BASE = {
     "DATABASE_URL": "postgresql://app@127.0.0.1/catalytic",
@@ -102,3 +107,34 @@ def test_delivery_settings() -> None:
 def test_bad_delivery_settings_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         DeliveryConfig.from_env({name: value})
+
+
+def test_retention_defaults_and_settings() -> None:
+    default = WebhookConfig.from_env(BASE).retention
+    assert default == RetentionConfig()
+    assert (default.retention_s, default.interval_s, default.batch) == (30 * 86400, 600, 500)
+    assert default.enabled
+    short = RetentionConfig.from_env(
+        {
+            "WEBHOOK_RETENTION_DAYS": "0.5",
+            "WEBHOOK_RETENTION_INTERVAL_S": "60",
+            "WEBHOOK_RETENTION_BATCH": "100",
+        }
+    )
+    assert (short.retention_s, short.interval_s, short.batch) == (43200, 60, 100)
+    assert not RetentionConfig.from_env({"WEBHOOK_RETENTION_DAYS": "0"}).enabled
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("WEBHOOK_RETENTION_DAYS", "-1"),
+        ("WEBHOOK_RETENTION_DAYS", "nan"),
+        ("WEBHOOK_RETENTION_DAYS", "a month"),
+        ("WEBHOOK_RETENTION_INTERVAL_S", "0"),
+        ("WEBHOOK_RETENTION_BATCH", "0"),
+    ],
+)
+def test_bad_retention_settings_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        RetentionConfig.from_env({name: value})

@@ -45,7 +45,6 @@ async def sender(
         resolver or FixedResolver({}),
         allowed,
         connect_timeout_s=min(timeout_s, 5.0),
-        timeout_s=timeout_s,
         ssl_context=ssl_context,
     )
     async with client:

@@ -7,14 +7,13 @@ import itertools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import pytest
 from prometheus_client import REGISTRY
 
 from services.webhook.events import NewEvent
 from services.webhook.policy import AttemptResult, AttemptStatus, Outcome, RetryPolicy
-from services.webhook.worker import Claim, DeliveryWorker, Job, QueueStats, Recorded
+from services.webhook.worker import Attempted, Claim, DeliveryWorker, Job, QueueStats, Recorded
 
 from .support import TENANT
 
@@ -56,6 +55,8 @@ class FakeQueue:
     deferred: list[tuple[Claim, float]] = field(default_factory=list)
     hold: bool = True
     claim_errors: int = 0
+    # The size of each record() call: results written together.
+    batches: list[int] = field(default_factory=list)
 
     def add(self, **job: bool) -> Claim:
         number = next(_ids)
@@ -64,21 +65,18 @@ class FakeQueue:
         self.jobs[claim] = job_for(claim, **job)
         return claim
 
-    async def claim(self, limit: int, lease_s: float) -> list[Claim]:
+    async def claim(self, limit: int, lease_s: float) -> list[Job]:
         if self.claim_errors:
             self.claim_errors -= 1
             raise OSError("database away")
         taken, self.due = self.due[:limit], self.due[limit:]
-        return taken
+        return [self.jobs[claim] for claim in taken]
 
     async def renew(self, claims: Sequence[Claim], lease_s: float) -> None:
         self.renewed += claims
 
     async def release(self, claims: Sequence[Claim]) -> None:
         self.released += claims
-
-    async def load(self, claim: Claim) -> Job | None:
-        return self.jobs.get(claim)
 
     async def pause(self, claim: Claim) -> None:
         self.paused.append(claim)
@@ -87,16 +85,16 @@ class FakeQueue:
         self.deferred.append((claim, delay_s))
 
     async def record(
-        self,
-        job: Job,
-        result: AttemptResult,
-        outcome: Outcome,
-        attempted_at: datetime,
-        disabled: NewEvent | None,
-        first_delay_s: float,
-    ) -> Recorded:
-        self.records.append(Record(job, result, outcome, disabled))
-        return Recorded(held=self.hold, disabled=bool(outcome.disable_reason))
+        self, tenant_id: str, attempts: Sequence[Attempted], first_delay_s: float
+    ) -> list[Recorded]:
+        self.batches.append(len(attempts))
+        for item in attempts:
+            assert item.job.claim.tenant_id == tenant_id
+            self.records.append(Record(item.job, item.result, item.outcome, item.disabled))
+        return [
+            Recorded(held=self.hold, disabled=bool(item.outcome.disable_reason))
+            for item in attempts
+        ]
 
     async def stats(self) -> QueueStats:
         return QueueStats(depth=len(self.due), oldest_age_s=1.5)
@@ -287,3 +285,38 @@ async def test_the_loop_survives_database_errors_and_reports_the_queue() -> None
 def test_concurrency_is_at_least_one() -> None:
     with pytest.raises(ValueError, match="at least one"):
         worker(FakeQueue(), FakeSender(), concurrency=0)
+
+
+async def test_results_that_end_together_are_written_together() -> None:
+    queue, sender = FakeQueue(), FakeSender(gate=asyncio.Event())
+    for _ in range(6):
+        queue.add()
+    running = worker(queue, sender, concurrency=6)
+    running.start()
+    await until(lambda: sender.in_flight == 6)
+    sender.gate.set()  # type: ignore[union-attr]
+    await until(lambda: len(queue.records) == 6)
+    await running.stop(1)
+
+    assert sum(queue.batches) == 6
+    assert len(queue.batches) < 6, f"one write per result: {queue.batches}"
+
+
+async def test_deliveries_leased_at_publication_are_handed_over() -> None:
+    queue, sender = FakeQueue(), FakeSender()
+    running = worker(queue, sender, concurrency=8)
+    assert running.reserve(5) == 0, "not started"
+    running.start()
+
+    granted = running.reserve(100)
+    assert granted == 6, "a quarter of the slots stays for claims"
+    assert running.reserve(1) == 0
+    jobs = [job_for(Claim(f"h-{n}", TENANT, "lease-h")) for n in range(2)]
+    running.hand_over(jobs, granted)
+    await until(lambda: len(queue.records) == 2)
+    assert sorted(sender.sent) == ["evt_h-0", "evt_h-1"]
+    assert running.reserve(3) == 3
+    running.hand_over([], 3)
+
+    await running.stop(1)
+    assert running.reserve(1) == 0, "stopping"
