@@ -47,7 +47,14 @@ class Envoy:
         ]
         self.child = Child("envoy", argv, self.log_path, stop_signal=signal.SIGTERM)
         self.child.start()
-        # 200 only once Envoy's own health checks see every service SERVING.
+        self.wait_healthy(timeout)
+
+    def running(self) -> bool:
+        return self.child is not None and self.child.running()
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        """Until /healthz answers 200: only once Envoy's own health checks see every service
+        SERVING and none is ejected."""
         wait_until(self._healthy, what="envoy", timeout=timeout, child=self.child, interval=0.2)
 
     def stop(self) -> None:

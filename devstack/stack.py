@@ -231,9 +231,17 @@ class Stack:
         self.services.stop(name)
 
     def start_service(self, name: str, timeout: float = 60.0) -> None:
-        """(Re)start one service and wait until its health check says SERVING."""
+        """(Re)start one service and wait until its health check says SERVING and, when the
+        gateway runs, until the gateway routes to it again.
+
+        Envoy's own health checks (every second) and outlier detection (a host that failed
+        while down stays ejected for 5 s or more) lag behind the service: a request through
+        the gateway right after the restart would still get 503 "no healthy upstream".
+        """
         self.services.start(name)
         self.services.wait_healthy(name, timeout=timeout)
+        if self.envoy.running():
+            self.envoy.wait_healthy(timeout=timeout)
 
     # ------------------------------------------------------------------ helpers
     def _service_env(self, extra: Mapping[str, str]) -> dict[str, str]:
