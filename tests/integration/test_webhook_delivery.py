@@ -27,8 +27,6 @@ from devstack import Stack
 from tests.e2e.helpers import Tenant, register_and_login
 from tests.unit.webhook.harness import (
     Scratch,
-    migrated_template,
-    scratch_copy,
     webhook_server,
 )
 from tests.unit.webhook.receiver import Receiver, Reply, running_receiver, self_signed
@@ -38,18 +36,6 @@ pytestmark = pytest.mark.integration
 
 PUBLIC_ADDRESS = "93.184.215.14"
 FAILED, DEAD, SUCCEEDED = pb.Delivery.FAILED, pb.Delivery.DEAD, pb.Delivery.SUCCEEDED
-
-
-@pytest.fixture(scope="module")
-def template(stack: Stack) -> Iterator[str]:
-    with migrated_template(stack) as name:
-        yield name
-
-
-@pytest.fixture
-def scratch(stack: Stack, template: str) -> Iterator[Scratch]:
-    with scratch_copy(stack, template) as database:
-        yield database
 
 
 @pytest.fixture

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import psycopg
 import pytest
 
-from devstack import Stack
-from services.common.db import Database, open_pool
+from services.common.db import Database
 from services.webhook.delivery_store import PostgresDeliveryStore
 from services.webhook.endpoints import NewWebhook, new_secret
 from services.webhook.events import NewEvent, disabled_event
@@ -20,30 +19,9 @@ from services.webhook.policy import AttemptResult, AttemptStatus, Outcome
 from services.webhook.queue_store import PostgresDeliveryQueue
 from services.webhook.store import PostgresWebhookStore
 from services.webhook.worker import Attempted, Claim, Job, Recorded
-from tests.unit.webhook.harness import Scratch, migrated_template, scratch_copy
+from tests.unit.webhook.harness import Scratch
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def template(stack: Stack) -> Iterator[str]:
-    with migrated_template(stack) as name:
-        yield name
-
-
-@pytest.fixture
-def scratch(stack: Stack, template: str) -> Iterator[Scratch]:
-    with scratch_copy(stack, template) as database:
-        yield database
-
-
-@pytest.fixture
-async def db(scratch: Scratch) -> AsyncIterator[Database]:
-    pool = await open_pool(scratch.app_url, min_size=1, max_size=8, name="queue-test")
-    try:
-        yield Database(pool)
-    finally:
-        await pool.close()
 
 
 def event(number: int, event_type: str = "lattice.created") -> NewEvent:

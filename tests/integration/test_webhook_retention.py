@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import httpx
@@ -17,7 +17,7 @@ import pytest
 from catalytic.webhook.v1 import webhook_service_pb2 as pb
 
 from devstack import Stack
-from services.common.db import Database, open_pool
+from services.common.db import Database
 from services.webhook.delivery_store import PostgresDeliveryStore
 from services.webhook.endpoints import NewWebhook, new_secret
 from services.webhook.events import NewEvent
@@ -28,34 +28,13 @@ from services.webhook.retention_store import PostgresRetention
 from services.webhook.store import PostgresWebhookStore
 from services.webhook.worker import Attempted, Job
 from tests.e2e.helpers import Tenant, register_and_login
-from tests.unit.webhook.harness import Scratch, migrated_template, scratch_copy, webhook_server
+from tests.unit.webhook.harness import Scratch, webhook_server
 from tests.unit.webhook.receiver import Receiver, Reply, running_receiver
 
 pytestmark = pytest.mark.integration
 
 DAY_S = 86400.0
 KEEP_S = 30 * DAY_S
-
-
-@pytest.fixture(scope="module")
-def template(stack: Stack) -> Iterator[str]:
-    with migrated_template(stack) as name:
-        yield name
-
-
-@pytest.fixture
-def scratch(stack: Stack, template: str) -> Iterator[Scratch]:
-    with scratch_copy(stack, template) as database:
-        yield database
-
-
-@pytest.fixture
-async def db(scratch: Scratch) -> AsyncIterator[Database]:
-    pool = await open_pool(scratch.app_url, min_size=1, max_size=8, name="retention-test")
-    try:
-        yield Database(pool)
-    finally:
-        await pool.close()
 
 
 async def endpoint(db: Database, scratch: Scratch, tenant_id: str, *types: str) -> str:
