@@ -230,16 +230,25 @@ class Stack:
         """Graceful stop of one service (SIGTERM, then SIGKILL after the grace period)."""
         self.services.stop(name)
 
-    def start_service(self, name: str, timeout: float = 60.0) -> None:
-        """(Re)start one service and wait until its health check says SERVING and, when the
-        gateway runs, until the gateway routes to it again.
+    def start_service(
+        self, name: str, timeout: float = 60.0, *, wait_for_gateway: bool = True
+    ) -> None:
+        """(Re)start one service and wait until its health check says SERVING and, unless
+        `wait_for_gateway` is False, until the gateway routes to it again.
 
         Envoy's own health checks (every second) and outlier detection (a host that failed
-        while down stays ejected for 5 s or more) lag behind the service: a request through
-        the gateway right after the restart would still get 503 "no healthy upstream".
+        while down stays ejected for 5 s, longer after repeated ejections) lag behind the
+        service: a request through the gateway right after the restart would still get 503
+        "no healthy upstream". A test that talks to the service directly and must act at
+        once after the restart passes False, and calls wait_for_gateway() before it ends.
         """
         self.services.start(name)
         self.services.wait_healthy(name, timeout=timeout)
+        if wait_for_gateway:
+            self.wait_for_gateway(timeout)
+
+    def wait_for_gateway(self, timeout: float = 60.0) -> None:
+        """Until the gateway (when it runs) routes to every service: its /healthz says 200."""
         if self.envoy.running():
             self.envoy.wait_healthy(timeout=timeout)
 

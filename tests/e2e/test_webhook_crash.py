@@ -121,11 +121,15 @@ def test_no_webhook_lost_when_service_is_killed_twice(
             )
             kills.append(len(_delivered_ids(receiver)))
             stack.kill_service("webhook")
-            stack.start_service("webhook")  # waits until its health check says SERVING
+            # Back as soon as its own health check says SERVING: waiting for the gateway too
+            # (whose outlier detection keeps a crashed host out for 5 s or more) would let the
+            # restarted service deliver everything before the second kill.
+            stack.start_service("webhook", wait_for_gateway=False)
     finally:
-        # Other tests share the stack: leave the service up whatever happened above.
+        # Other tests share the stack: leave the service up, and routed, whatever happened.
         if not stack.services.running("webhook"):
-            stack.start_service("webhook")
+            stack.start_service("webhook", wait_for_gateway=False)
+        stack.wait_for_gateway()
     assert all(count < EVENTS for count in kills), f"delivered before each kill: {kills}"
 
     _wait_until(
