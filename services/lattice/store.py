@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import psycopg
@@ -173,6 +173,18 @@ class _PostgresTransaction:
         await insert_event(self._conn, self._tenant_id, event)
 
 
+@contextmanager
+def _database_errors() -> Iterator[None]:
+    """A lock wait past lock_timeout is DeadlineExceeded; no connection in time, or one lost
+    mid-request, is Unavailable (503: retry), not an internal error."""
+    try:
+        yield
+    except (PoolTimeout, psycopg.OperationalError) as exc:
+        if isinstance(exc, psycopg.errors.LockNotAvailable):
+            raise DeadlineExceeded(LOCK_WAIT_TOO_LONG) from None
+        raise Unavailable("the lattice database is not available; retry shortly") from exc
+
+
 class PostgresLatticeStore:
     """LatticeStore on PostgreSQL; every statement runs in the tenant's transaction.
 
@@ -185,13 +197,9 @@ class PostgresLatticeStore:
 
     @asynccontextmanager
     async def _tenant(self, tenant_id: str) -> AsyncIterator[Connection]:
-        try:
+        with _database_errors():
             async with self._db.tenant_transaction(tenant_id) as conn:
                 yield conn
-        except (PoolTimeout, psycopg.OperationalError) as exc:
-            if isinstance(exc, psycopg.errors.LockNotAvailable):
-                raise DeadlineExceeded(LOCK_WAIT_TOO_LONG) from None
-            raise Unavailable("the lattice database is not available; retry shortly") from exc
 
     @asynccontextmanager
     async def transaction(
@@ -210,10 +218,8 @@ class PostgresLatticeStore:
         self, tenant_id: str, query: str, params: Sequence[object]
     ) -> list[DictRow]:
         """One statement under the tenant's RLS in one round trip (Database.tenant_statement)."""
-        try:
+        with _database_errors():
             return await self._db.tenant_statement(tenant_id, query, params)
-        except (PoolTimeout, psycopg.OperationalError) as exc:
-            raise Unavailable("the lattice database is not available; retry shortly") from exc
 
     async def get(self, tenant_id: str, lattice_id: str) -> LatticeRecord | None:
         rows = await self._statement(
