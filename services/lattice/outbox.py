@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from services.common.background import BackgroundTask
 from services.lattice import metrics
 
 logger = logging.getLogger(__name__)
@@ -116,21 +117,16 @@ class OutboxRelay:
         self._publisher = publisher
         self._settings = settings
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask("lattice-outbox-relay", self._run)
 
     def wake(self) -> None:
         self._wake.set()
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="lattice-outbox-relay")
+        self._task.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._task.stop()
 
     async def _run(self) -> None:
         settings = self._settings

@@ -14,7 +14,6 @@ another transaction holds and are idempotent, so replicas running at once only s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections import defaultdict
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from services.common.background import BackgroundTask
 from services.webhook import metrics
 
 logger = logging.getLogger("catalytic.webhook.retention")
@@ -80,7 +80,7 @@ class Retention:
         self._retention_s = retention_s
         self._interval_s = interval_s
         self._batch = batch
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask("webhook-retention", self._run)
 
     async def prune_once(self) -> Pruned:
         """One pass over every event older than the period; what it deleted."""
@@ -103,16 +103,11 @@ class Retention:
 
     def start(self) -> None:
         """Runs a pass now and then every interval, until stop()."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="webhook-retention")
+        self._task.start()
 
     async def stop(self) -> None:
         """Cancels the task (a statement cut off rolls back; the next pass redoes it)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._task.stop()
 
     async def _run(self) -> None:
         while True:
