@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeAlias, cast
 
@@ -19,8 +19,9 @@ Around: TypeAlias = Callable[[str, Context], AbstractAsyncContextManager[None]]
 Behaviour: TypeAlias = Callable[[Any, Context], Any]
 
 
-class RpcInterceptor(grpc.aio.ServerInterceptor):
-    """A server interceptor whose `around()` wraps the handler of every RPC it sees.
+class RpcInterceptor(abc.ABC):
+    """One hook around the handler of every RPC: `around()`. Servers run their hooks through
+    one InterceptorChain (chain.py), the only grpc interceptor they install.
 
     `around()` runs in the RPC's own task, so contextvars it sets are visible to the handler,
     and exceptions raised by the handler (or by inner interceptors) pass through it.
@@ -29,18 +30,6 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
     @abc.abstractmethod
     def around(self, method: str, context: Context) -> AbstractAsyncContextManager[None]:
         """An async context manager entered before the handler runs and left after it ends."""
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            # Unknown method: gRPC answers UNIMPLEMENTED itself, and unknown names must not
-            # become metric labels.
-            return None
-        return wrap_handler(handler, handler_call_details.method, self.around)
 
 
 def wrap_handler(handler: Handler, method: str, around: Around) -> Handler:
