@@ -17,12 +17,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import psycopg
-from psycopg_pool import PoolTimeout
-
 from services.common.context import AUTH_METHOD_API_KEY, Principal
 from services.common.db import Database
-from services.common.errors import Unauthenticated, Unavailable
+from services.common.errors import Unauthenticated
 
 KEY_PREFIX = "cat_"
 PREFIX_LENGTH = 12
@@ -115,32 +112,30 @@ class ApiKeyVerifier:
         self._cache[digest] = (now + self._cache_ttl_s, principal)
 
     async def _look_up(self, prefix: str, digest: str) -> Principal:
-        try:
-            # The api_keys_lookup policy admits exactly the row with this prefix.
-            async with self._db.lookup_transaction(api_key_prefix=prefix) as conn:
-                cur = await conn.execute(
-                    "SELECT id::text, tenant_id::text, user_id::text, role, secret_hash,"
-                    " revoked_at IS NOT NULL AS revoked,"
-                    " (last_used_at IS NULL OR last_used_at < now() - make_interval(secs => %s))"
-                    " AS stale FROM api_keys WHERE prefix = %s",
-                    (TOUCH_INTERVAL_S, prefix),
+        # The api_keys_lookup policy admits exactly the row with this prefix; a database that is
+        # down is Unavailable (Database maps it), never a refused key.
+        async with self._db.lookup_transaction(api_key_prefix=prefix) as conn:
+            cur = await conn.execute(
+                "SELECT id::text, tenant_id::text, user_id::text, role, secret_hash,"
+                " revoked_at IS NOT NULL AS revoked,"
+                " (last_used_at IS NULL OR last_used_at < now() - make_interval(secs => %s))"
+                " AS stale FROM api_keys WHERE prefix = %s",
+                (TOUCH_INTERVAL_S, prefix),
+            )
+            row = await cur.fetchone()
+            if row is None or not hashes_match(digest, row["secret_hash"]) or row["revoked"]:
+                raise Unauthenticated(INVALID_API_KEY)
+            if row["stale"]:
+                # The look-up policy is read-only: writing needs the key's tenant context.
+                await conn.execute(
+                    "SELECT set_config('app.tenant_id', %s, true)", (row["tenant_id"],)
                 )
-                row = await cur.fetchone()
-                if row is None or not hashes_match(digest, row["secret_hash"]) or row["revoked"]:
-                    raise Unauthenticated(INVALID_API_KEY)
-                if row["stale"]:
-                    # The look-up policy is read-only: writing needs the key's tenant context.
-                    await conn.execute(
-                        "SELECT set_config('app.tenant_id', %s, true)", (row["tenant_id"],)
-                    )
-                    await conn.execute(
-                        "UPDATE api_keys SET last_used_at = now() WHERE id = %s"
-                        " AND (last_used_at IS NULL"
-                        " OR last_used_at < now() - make_interval(secs => %s))",
-                        (row["id"], TOUCH_INTERVAL_S),
-                    )
-        except (psycopg.OperationalError, PoolTimeout) as exc:
-            raise Unavailable("cannot verify the API key right now; retry shortly") from exc
+                await conn.execute(
+                    "UPDATE api_keys SET last_used_at = now() WHERE id = %s"
+                    " AND (last_used_at IS NULL"
+                    " OR last_used_at < now() - make_interval(secs => %s))",
+                    (row["id"], TOUCH_INTERVAL_S),
+                )
         return Principal(
             user_id=row["user_id"],
             tenant_id=row["tenant_id"],

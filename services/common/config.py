@@ -14,6 +14,9 @@ class ConfigError(Exception):
     """A required variable is missing or a value cannot be parsed; start-up must stop."""
 
 
+# How long a request waits for the database before it fails with 503 (ADR 44).
+DEFAULT_DATABASE_WAIT_S = 3.0
+
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
@@ -137,6 +140,7 @@ class ServiceConfig:
     shutdown_grace_s: float = 10.0
     db_pool_min: int = 1
     db_pool_max: int = 10
+    database_wait_s: float = DEFAULT_DATABASE_WAIT_S
 
     @classmethod
     def from_env(
@@ -161,6 +165,11 @@ class ServiceConfig:
             raise ConfigError(
                 f"DB_POOL_MIN={pool_min} and DB_POOL_MAX={pool_max} need 0 <= min <= max, max >= 1"
             )
+        database_wait_s = env_float("DATABASE_WAIT_S", DEFAULT_DATABASE_WAIT_S, environ=environ)
+        if not 0 < database_wait_s <= 60:
+            raise ConfigError(
+                f"environment variable DATABASE_WAIT_S={database_wait_s} is not in (0, 60]"
+            )
         grace = env_float("SHUTDOWN_GRACE_S", 10.0, environ=environ)
         if grace < 0:
             raise ConfigError(f"environment variable SHUTDOWN_GRACE_S={grace} is negative")
@@ -177,6 +186,7 @@ class ServiceConfig:
             shutdown_grace_s=grace,
             db_pool_min=pool_min,
             db_pool_max=pool_max,
+            database_wait_s=database_wait_s,
         )
 
     def redacted(self) -> dict[str, object]:
@@ -194,4 +204,5 @@ class ServiceConfig:
             "shutdown_grace_s": self.shutdown_grace_s,
             "db_pool_min": self.db_pool_min,
             "db_pool_max": self.db_pool_max,
+            "database_wait_s": self.database_wait_s,
         }

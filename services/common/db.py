@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import math
 import re
 import time
 import weakref
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 
 import psycopg
 from psycopg.rows import DictRow, dict_row
 from psycopg.sql import SQL, Composed
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from services.common.config import redact_url
-from services.common.errors import DependencyUnavailableError
+from services.common.config import DEFAULT_DATABASE_WAIT_S, redact_url
+from services.common.errors import (
+    Aborted,
+    DeadlineExceeded,
+    DependencyUnavailableError,
+    Unavailable,
+)
+
+logger = logging.getLogger("catalytic.db")
 
 Connection = psycopg.AsyncConnection[DictRow]
 Pool = AsyncConnectionPool[Connection]
@@ -23,6 +33,33 @@ Pool = AsyncConnectionPool[Connection]
 _LOOKUP_NAME = re.compile(r"[a-z][a-z0-9_]*")
 # A connection back in the pool for longer than this is pinged before it is handed out again.
 IDLE_CHECK_AFTER_S = 1.0
+# What an Unavailable from the database tells the caller (`retry-after`, RetryInfo).
+RETRY_AFTER_S = 1.0
+DATABASE_UNAVAILABLE = "the database is not available; retry shortly"
+LOCK_WAIT_TOO_LONG = "waited too long for a row another request holds; retry shortly"
+SERIALIZATION_CONFLICT = "a concurrent change conflicted with this one; retry"
+
+
+@contextmanager
+def database_errors() -> Iterator[None]:
+    """The one mapping of database failures to domain errors, for every service (ADR 44).
+
+    No connection in time, a connection refused, lost or shut down (AdminShutdown...): the
+    database is down for now, Unavailable with a retry hint (503 + `retry-after`), never an
+    internal error. A lock wait past `lock_timeout` is DeadlineExceeded and a serialization
+    failure or deadlock Aborted: the database is up, this request lost a race.
+    """
+    try:
+        yield
+    except psycopg.errors.LockNotAvailable:
+        raise DeadlineExceeded(LOCK_WAIT_TOO_LONG) from None
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        # SQLSTATE class 40 (serialization failure, deadlock); psycopg does not group them.
+        if (getattr(exc, "sqlstate", None) or "").startswith("40"):
+            raise Aborted(SERIALIZATION_CONFLICT) from exc
+        # OperationalError covers the pool's own (PoolTimeout, PoolClosed, TooManyRequests);
+        # InterfaceError is a connection psycopg already knows to be closed.
+        raise Unavailable(DATABASE_UNAVAILABLE, retry_after_s=RETRY_AFTER_S) from exc
 
 
 class _IdleCheck:
@@ -33,7 +70,8 @@ class _IdleCheck:
     round trip to every transaction.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, timeout_s: float) -> None:
+        self._timeout_s = timeout_s
         self._returned_at: weakref.WeakKeyDictionary[Connection, float] = (
             weakref.WeakKeyDictionary()
         )
@@ -46,7 +84,10 @@ class _IdleCheck:
             raise psycopg.OperationalError("the connection is closed")
         returned_at = self._returned_at.get(conn)
         if returned_at is None or time.monotonic() - returned_at >= IDLE_CHECK_AFTER_S:
-            await AsyncConnectionPool.check_connection(conn)
+            # Bounded: the pool's checkout timeout does not cover the check, and a ping to a
+            # host that went silent (no reset) would otherwise wait for TCP to give up.
+            async with asyncio.timeout(self._timeout_s):
+                await AsyncConnectionPool.check_connection(conn)
 
 
 class DatabaseUnavailableError(DependencyUnavailableError):
@@ -54,20 +95,41 @@ class DatabaseUnavailableError(DependencyUnavailableError):
 
 
 async def open_pool(
-    url: str, *, min_size: int, max_size: int, name: str, connect_timeout_s: float = 10.0
+    url: str,
+    *,
+    min_size: int,
+    max_size: int,
+    name: str,
+    connect_timeout_s: float = 10.0,
+    wait_s: float = DEFAULT_DATABASE_WAIT_S,
 ) -> Pool:
-    """An opened pool whose `min_size` connections are up, or DatabaseUnavailableError."""
-    idle_check = _IdleCheck()
+    """An opened pool whose `min_size` connections are up, or DatabaseUnavailableError.
+
+    `connect_timeout_s` bounds the start-up; `wait_s` bounds what a request waits for a
+    connection afterwards (ADR 44).
+    """
+    idle_check = _IdleCheck(wait_s)
     pool: Pool = AsyncConnectionPool(
         url,
         connection_class=Connection,
         # Autocommit: transactions are explicit blocks (transaction()), never left open by
-        # a forgotten commit.
-        kwargs={"autocommit": True, "row_factory": dict_row},
+        # a forgotten commit. libpq's connect_timeout is whole seconds, at least 2.
+        kwargs={
+            "autocommit": True,
+            "row_factory": dict_row,
+            "connect_timeout": max(2, math.ceil(wait_s)),
+        },
         min_size=min_size,
         max_size=max_size,
         name=name,
         open=False,
+        # A request waits this long for a connection, then fails with Unavailable (503),
+        # instead of psycopg_pool's 30 s, which outlasts the gateway's route timeout.
+        timeout=wait_s,
+        # A failing reconnection gives up after this long instead of backing off for five
+        # minutes (1, 2, 4... s apart): the next request that needs a connection starts a fresh
+        # attempt at once, so the pool finds a database that came back within about wait_s.
+        reconnect_timeout=wait_s,
         # Connections killed by a database restart are found before a request gets them.
         check=idle_check.check,
         reset=idle_check.returned,
@@ -83,15 +145,82 @@ async def open_pool(
 
 
 class Database:
-    """Transactions over a pool; the pool's owner closes it."""
+    """Transactions over a pool; the pool's owner closes it.
+
+    Every method maps database failures through database_errors(): callers see Unavailable,
+    DeadlineExceeded or Aborted, never a psycopg exception about the connection.
+
+    While the database is down, requests fail at once instead of each waiting for the pool's
+    timeout (ADR 44). It is down from the moment a connection dies under a request, or a
+    checkout times out while the pool's connects fail; a checkout that times out with no failed
+    connect (every connection busy) is no outage. From then on one background probe waits for
+    a connection (which also makes the pool keep trying to connect), and the first one it gets
+    ends the outage.
+    """
 
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
+        self._down = False
+        self._probe: asyncio.Task[None] | None = None
+        self._connect_errors_seen = self._connect_errors()
+
+    def _connect_errors(self) -> int:
+        return self.pool.get_stats().get("connections_errors", 0)
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Connection]:
+        """A pooled connection; failures inside the block are mapped too."""
+        with database_errors():
+            conn = await self._checkout()
+            try:
+                yield conn
+            except (psycopg.OperationalError, psycopg.InterfaceError):
+                if conn.closed or conn.broken:
+                    self._mark_down()
+                raise
+            finally:
+                await self.pool.putconn(conn)
+
+    async def _checkout(self) -> Connection:
+        if self._down:
+            raise Unavailable(DATABASE_UNAVAILABLE, retry_after_s=RETRY_AFTER_S)
+        try:
+            return await self.pool.getconn()
+        except PoolTimeout:
+            errors = self._connect_errors()
+            if errors != self._connect_errors_seen:
+                self._connect_errors_seen = errors
+                self._mark_down()
+            raise
+
+    def _mark_down(self) -> None:
+        if self._down:
+            return
+        logger.warning("database unreachable: requests fail fast until it answers again")
+        self._down = True
+        self._probe = asyncio.create_task(self._wait_until_up())
+
+    async def _wait_until_up(self) -> None:
+        while True:
+            try:
+                conn = await self.pool.getconn()
+            except PoolTimeout:
+                continue  # the pool goes on trying to connect, and so do we
+            except psycopg.OperationalError:
+                if self.pool.closed:
+                    return
+                await asyncio.sleep(RETRY_AFTER_S)
+                continue
+            await self.pool.putconn(conn)
+            self._connect_errors_seen = self._connect_errors()
+            self._down = False
+            logger.info("database reachable again")
+            return
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
         """A connection inside one transaction: committed on success, rolled back on error."""
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             yield conn
 
     @asynccontextmanager
@@ -120,7 +249,7 @@ class Database:
         statement = SQL("SELECT set_config('app.tenant_id', %s, true); ") + (
             SQL(query) if isinstance(query, str) else query
         )
-        async with self.pool.connection() as conn:
+        async with self._connection() as conn:
             cur = psycopg.AsyncClientCursor(conn, row_factory=dict_row)
             await cur.execute(statement, (tenant_id, *params))
             cur.nextset()
@@ -143,5 +272,5 @@ class Database:
 
     async def check(self) -> None:
         """Raises when the database does not answer; for readiness checks."""
-        async with self.pool.connection() as conn:
+        async with self._connection() as conn:
             await conn.execute("SELECT 1")

@@ -63,7 +63,12 @@ class ResourceExhausted(DomainError):
 
 
 class Unavailable(DomainError):
-    """A dependency is down for now; the caller may retry with backoff."""
+    """A dependency is down for now; the caller may retry with backoff, after `retry_after_s`
+    when that is known."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class DeadlineExceeded(DomainError):

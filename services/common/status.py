@@ -60,8 +60,13 @@ def to_rpc_status(err: errors.DomainError) -> grpc.Status:
             ]
         )
         details.append(_pack(bad_request))
-    if isinstance(err, errors.ResourceExhausted) and err.retry_after_s is not None:
-        delay = max(err.retry_after_s, 0.0)
+    retry_after_s = (
+        err.retry_after_s
+        if isinstance(err, errors.ResourceExhausted | errors.Unavailable)
+        else None
+    )
+    if retry_after_s is not None:
+        delay = max(retry_after_s, 0.0)
         retry = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration())
         retry.retry_delay.FromNanoseconds(round(delay * 1e9))
         details.append(_pack(retry))

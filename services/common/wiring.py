@@ -18,6 +18,7 @@ async def open_database(config: ServiceConfig, resources: contextlib.AsyncExitSt
         min_size=config.db_pool_min,
         max_size=config.db_pool_max,
         name=config.service_name,
+        wait_s=config.database_wait_s,
     )
     resources.push_async_callback(pool.close)
     return Database(pool)

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
-from psycopg_pool import PoolTimeout
 
 from services.common.db import Connection, Database
-from services.common.errors import DeadlineExceeded, Unavailable
+from services.common.errors import DeadlineExceeded
 from services.common.paging import Cursor, newest_first_query
 from services.lattice.fields import EncodedField
 from services.lattice.records import LatticeRecord, NewLattice, OutboxEvent
@@ -173,23 +172,11 @@ class _PostgresTransaction:
         await insert_event(self._conn, self._tenant_id, event)
 
 
-@contextmanager
-def _database_errors() -> Iterator[None]:
-    """A lock wait past lock_timeout is DeadlineExceeded; no connection in time, or one lost
-    mid-request, is Unavailable (503: retry), not an internal error."""
-    try:
-        yield
-    except (PoolTimeout, psycopg.OperationalError) as exc:
-        if isinstance(exc, psycopg.errors.LockNotAvailable):
-            raise DeadlineExceeded(LOCK_WAIT_TOO_LONG) from None
-        raise Unavailable("the lattice database is not available; retry shortly") from exc
-
-
 class PostgresLatticeStore:
     """LatticeStore on PostgreSQL; every statement runs in the tenant's transaction.
 
     A connection the pool cannot hand out in time, or a connection lost mid-request, is
-    Unavailable (503: retry), not an internal error.
+    Unavailable (503: retry), not an internal error: Database maps it (db.database_errors).
     """
 
     def __init__(self, db: Database) -> None:
@@ -197,9 +184,8 @@ class PostgresLatticeStore:
 
     @asynccontextmanager
     async def _tenant(self, tenant_id: str) -> AsyncIterator[Connection]:
-        with _database_errors():
-            async with self._db.tenant_transaction(tenant_id) as conn:
-                yield conn
+        async with self._db.tenant_transaction(tenant_id) as conn:
+            yield conn
 
     @asynccontextmanager
     async def transaction(
@@ -218,8 +204,7 @@ class PostgresLatticeStore:
         self, tenant_id: str, query: str, params: Sequence[object]
     ) -> list[DictRow]:
         """One statement under the tenant's RLS in one round trip (Database.tenant_statement)."""
-        with _database_errors():
-            return await self._db.tenant_statement(tenant_id, query, params)
+        return await self._db.tenant_statement(tenant_id, query, params)
 
     async def get(self, tenant_id: str, lattice_id: str) -> LatticeRecord | None:
         rows = await self._statement(

@@ -49,6 +49,13 @@ def test_retry_after_is_whole_seconds_rounded_up() -> None:
     assert not _proto(without).details
 
 
+def test_unavailable_with_a_retry_hint_sends_retry_after_and_retry_info() -> None:
+    status = to_rpc_status(errors.Unavailable("database down", retry_after_s=1.0))
+    assert status.code == grpc.StatusCode.UNAVAILABLE
+    assert dict(status.trailing_metadata)["retry-after"] == "1"
+    assert "retry-after" not in dict(to_rpc_status(errors.Unavailable("down")).trailing_metadata)
+
+
 def test_current_principal_requires_authentication() -> None:
     def inside() -> Principal:
         set_principal(Principal("u1", "t1", "owner", "jwt"))
