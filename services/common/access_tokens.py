@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -22,6 +23,15 @@ REQUIRED_CLAIMS = ("iss", "aud", "sub", "tenant_id", "role", "jti", "iat", "nbf"
 _JOSE_REQUIRED = ("aud", "iat", "exp", "nbf", "iss", "sub", "jti")
 # Clock skew tolerated on exp/nbf; a revoked token stays denylisted this much past its exp.
 DEFAULT_LEEWAY_S = 5
+# How far in the future `iat` may lie (ADR 45): the clocks of the auth replicas and the
+# verifiers may drift apart a little; a token issued later than that was not issued by a
+# healthy auth service (or its clock is broken, which would stretch the token's lifetime).
+MAX_IAT_SKEW_S = 60
+# Claims the services use as PostgreSQL uuid values (and as rate-limit and cache keys): only
+# the canonical spelling auth writes, so that one tenant has one key and a query never fails
+# on a malformed id.
+UUID_CLAIMS = ("sub", "tenant_id")
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 JwksFetcher = Callable[[], Awaitable[Sequence[dict[str, str]]]]
 # Tokens verified once are remembered (bounded) until they expire: a client sends the same
@@ -34,6 +44,10 @@ class AccessTokenVerifier:
 
     An unknown `kid` triggers one re-fetch (rate-limited), so rotated keys are picked up
     without a restart and a flood of forged kids cannot hammer the auth service.
+
+    `sub` and `tenant_id` must be canonical UUIDs and `iat` at most MAX_IAT_SKEW_S ahead of
+    the clock; these are checked before a token is remembered, so the cache never holds one
+    that fails them.
 
     A token that verified is remembered, keyed by its SHA-256, with the claims it proved, and
     accepted from memory until its `exp` (plus leeway) passes; `nbf` is checked on every use.
@@ -116,6 +130,14 @@ class AccessTokenVerifier:
             raise Unauthenticated(f"access token lacks claims: {', '.join(missing)}")
         if claims["typ"] != ACCESS_TOKEN_TYPE:
             raise Unauthenticated("not an access token")
+        for name in UUID_CLAIMS:
+            value = claims[name]
+            if not isinstance(value, str) or not _CANONICAL_UUID.fullmatch(value):
+                raise Unauthenticated(f"access token claim {name} is not a UUID")
+        # python-jose checks only that iat is a number. The real clock, as jose uses for
+        # exp and nbf (the injected one is the cache's).
+        if float(claims["iat"]) > time.time() + MAX_IAT_SKEW_S:
+            raise Unauthenticated("access token issued in the future")
         principal = Principal(
             user_id=str(claims["sub"]),
             tenant_id=str(claims["tenant_id"]),

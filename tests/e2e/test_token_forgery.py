@@ -188,6 +188,11 @@ FORGERIES: dict[str, Callable[[Forge], str]] = {
     "wrong-iss": _bearer(lambda f: f.es256(f.claims(iss="https://issuer.example"))),
     "typ-refresh": _bearer(lambda f: f.es256(f.claims(typ="refresh"))),
     "typ-id": _bearer(lambda f: f.es256(f.claims(typ="id"))),
+    # Issue 11 item 7: ids the services use as UUIDs, and an iat beyond the clock skew (60 s).
+    "tenant_id-not-a-uuid": _bearer(lambda f: f.es256(f.claims(tenant_id="not-a-uuid"))),
+    "tenant_id-a-number": _bearer(lambda f: f.es256(f.claims(tenant_id=42))),
+    "sub-not-a-uuid": _bearer(lambda f: f.es256(f.claims(sub="admin"))),
+    "iat-an-hour-ahead": _bearer(lambda f: f.es256(f.claims(iat=int(time.time()) + 3600))),
     **{
         f"missing-{claim}": _bearer(lambda f, claim=claim: f.es256(f.claims(**{claim: None})))
         for claim in REQUIRED_CLAIMS
@@ -221,6 +226,10 @@ SIGNED_WITH_THE_REAL_KEY = [
     "wrong-iss",
     "typ-refresh",
     "typ-id",
+    "tenant_id-not-a-uuid",
+    "tenant_id-a-number",
+    "sub-not-a-uuid",
+    "iat-an-hour-ahead",
     *(f"missing-{claim}" for claim in REQUIRED_CLAIMS),
 ]
 
@@ -331,6 +340,16 @@ def test_a_token_minted_with_the_real_key_is_accepted(
     client: httpx.Client, forge: Forge, route: str
 ) -> None:
     token = forge.es256(forge.claims())
+    reply = client.get(route, headers={"authorization": f"Bearer {token}"})
+    assert reply.status_code == 200, reply.text
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_an_iat_within_the_clock_skew_is_accepted(
+    client: httpx.Client, forge: Forge, route: str
+) -> None:
+    """Clocks drift: an iat 30 s ahead (under the 60 s allowed) is no forgery."""
+    token = forge.es256(forge.claims(iat=int(time.time()) + 30))
     reply = client.get(route, headers={"authorization": f"Bearer {token}"})
     assert reply.status_code == 200, reply.text
 

@@ -14,6 +14,10 @@ from services.auth.tokens import TokenIssuer, hash_token, new_refresh_token
 from services.common.access_tokens import AccessTokenVerifier
 from services.common.errors import Unauthenticated
 
+# Tokens name users and tenants by UUID (verifiers refuse anything else).
+USER = "0b6f4a1e-3c2d-4e5f-8a9b-0c1d2e3f4a5b"
+TENANT = "7d3c2b1a-0f9e-4d8c-b7a6-958473625140"
+
 ISSUER = "catalytic-auth"
 AUDIENCE = "catalytic-api"
 
@@ -39,7 +43,7 @@ def b64(data: dict[str, object]) -> str:
 
 
 async def test_issued_token_verifies_with_all_claims(keys: KeyRing) -> None:
-    token = issuer_for(keys).issue(user_id="u1", tenant_id="t1", role="owner")
+    token = issuer_for(keys).issue(user_id=USER, tenant_id=TENANT, role="owner")
     header = jwt.get_unverified_header(token.token)
     assert header["alg"] == "ES256"
     assert header["kid"] == keys.signing.kid
@@ -48,19 +52,19 @@ async def test_issued_token_verifies_with_all_claims(keys: KeyRing) -> None:
     assert claims["typ"] == "access"
     assert claims["exp"] - claims["iat"] == 600
     principal = await verifier_for(keys).verify(token.token)
-    assert (principal.user_id, principal.tenant_id, principal.role) == ("u1", "t1", "owner")
+    assert (principal.user_id, principal.tenant_id, principal.role) == (USER, TENANT, "owner")
     assert principal.token_id == token.jti
 
 
 async def test_wrong_audience_is_refused(keys: KeyRing) -> None:
-    token = issuer_for(keys).issue(user_id="u1", tenant_id="t1", role="owner")
+    token = issuer_for(keys).issue(user_id=USER, tenant_id=TENANT, role="owner")
     with pytest.raises(Unauthenticated):
         await verifier_for(keys, audience="someone-else").verify(token.token)
 
 
 async def test_alg_none_and_hs256_are_refused(keys: KeyRing) -> None:
     claims = jwt.get_unverified_claims(
-        issuer_for(keys).issue(user_id="u1", tenant_id="t1", role="owner").token
+        issuer_for(keys).issue(user_id=USER, tenant_id=TENANT, role="owner").token
     )
     unsigned = f"{b64({'alg': 'none', 'kid': keys.signing.kid})}.{b64(claims)}."
     with pytest.raises(Unauthenticated):
@@ -73,7 +77,7 @@ async def test_alg_none_and_hs256_are_refused(keys: KeyRing) -> None:
 
 
 async def test_tampered_payload_is_refused(keys: KeyRing) -> None:
-    token = issuer_for(keys).issue(user_id="u1", tenant_id="t1", role="owner").token
+    token = issuer_for(keys).issue(user_id=USER, tenant_id=TENANT, role="owner").token
     head, _, sig = token.split(".")
     claims = jwt.get_unverified_claims(token)
     claims["tenant_id"] = "t2"
@@ -83,7 +87,7 @@ async def test_tampered_payload_is_refused(keys: KeyRing) -> None:
 
 async def test_expired_token_is_refused(keys: KeyRing) -> None:
     claims = jwt.get_unverified_claims(
-        issuer_for(keys).issue(user_id="u1", tenant_id="t1", role="owner").token
+        issuer_for(keys).issue(user_id=USER, tenant_id=TENANT, role="owner").token
     )
     claims.update(iat=int(time.time()) - 3600, nbf=int(time.time()) - 3600)
     claims["exp"] = int(time.time()) - 60
@@ -102,14 +106,14 @@ async def test_rotated_key_is_fetched_on_unknown_kid(tmp_path: Path) -> None:
     verifier = AccessTokenVerifier(
         fetch, issuer=ISSUER, audience=AUDIENCE, min_refetch_interval_s=0
     )
-    first = issuer_for(ring["now"]).issue(user_id="u", tenant_id="t", role="owner").token
+    first = issuer_for(ring["now"]).issue(user_id=USER, tenant_id=TENANT, role="owner").token
     await verifier.verify(first)
     new_path = generate_key(keys_dir)
     new_path.rename(keys_dir / "zz-rotated.pem")
     ring["now"] = KeyRing.load(keys_dir)
     assert ring["now"].signing.kid == "zz-rotated"
     assert len(ring["now"].jwks()) == 2
-    second = issuer_for(ring["now"]).issue(user_id="u", tenant_id="t", role="owner").token
+    second = issuer_for(ring["now"]).issue(user_id=USER, tenant_id=TENANT, role="owner").token
     await verifier.verify(second)
     await verifier.verify(first)
 
@@ -125,3 +129,47 @@ def test_refresh_tokens_are_random_and_hashed() -> None:
 def test_keys_are_written_private(tmp_path: Path) -> None:
     path = generate_key(tmp_path / "k")
     assert path.stat().st_mode & 0o077 == 0
+
+
+def signed(keys: KeyRing, **changes: object) -> str:
+    """A genuine token with `changes` to its claims, signed with the real key."""
+    token = issuer_for(keys).issue(user_id=USER, tenant_id=TENANT, role="owner").token
+    claims = {**jwt.get_unverified_claims(token), **changes}
+    return str(
+        jwt.encode(claims, keys.signing.private_pem, "ES256", headers={"kid": keys.signing.kid})
+    )
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"tenant_id": "not-a-uuid"},
+        {"tenant_id": 42},
+        {"tenant_id": TENANT.upper()},
+        {"tenant_id": "{" + TENANT + "}"},
+        {"sub": "admin"},
+        {"sub": ""},
+        {"iat": int(time.time()) + 3600},
+        {"iat": int(time.time()) + 120},  # twice MAX_IAT_SKEW_S
+    ],
+    ids=[
+        "tenant_id-not-a-uuid",
+        "tenant_id-a-number",
+        "tenant_id-upper-case",
+        "tenant_id-braced",
+        "sub-a-name",
+        "sub-empty",
+        "iat-an-hour-ahead",
+        "iat-two-minutes-ahead",
+    ],
+)
+async def test_a_genuinely_signed_token_with_a_bad_id_or_future_iat_is_refused(
+    keys: KeyRing, changes: dict[str, object]
+) -> None:
+    with pytest.raises(Unauthenticated):
+        await verifier_for(keys).verify(signed(keys, **changes))
+
+
+async def test_an_iat_a_little_ahead_is_clock_skew_and_accepted(keys: KeyRing) -> None:
+    principal = await verifier_for(keys).verify(signed(keys, iat=int(time.time()) + 30))
+    assert principal.tenant_id == TENANT

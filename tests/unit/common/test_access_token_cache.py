@@ -1,6 +1,7 @@
 """The verified-token cache: fast for the token a client repeats, never looser than verifying."""
 
 import shutil
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,6 +16,9 @@ from services.common.errors import Unauthenticated
 
 ISSUER = "catalytic-auth"
 AUDIENCE = "catalytic-api"
+# Tokens name users and tenants by UUID (the verifier refuses anything else).
+USER = "0b6f4a1e-3c2d-4e5f-8a9b-0c1d2e3f4a5b"
+TENANT = "7d3c2b1a-0f9e-4d8c-b7a6-958473625140"
 
 
 class Clock:
@@ -37,9 +41,9 @@ class Ring:
         return self.keys.jwks()
 
 
-def issue(keys: KeyRing, ttl_s: int = 600, tenant: str = "t1") -> str:
+def issue(keys: KeyRing, ttl_s: int = 600, tenant: str = TENANT) -> str:
     issuer = TokenIssuer(keys, issuer=ISSUER, audience=AUDIENCE, ttl_s=ttl_s)
-    return issuer.issue(user_id="u1", tenant_id=tenant, role="owner").token
+    return issuer.issue(user_id=USER, tenant_id=tenant, role="owner").token
 
 
 def verifier(ring: Ring, clock: Clock, **kwargs: int) -> AccessTokenVerifier:
@@ -79,7 +83,7 @@ async def test_a_repeated_token_is_verified_once(keys: KeyRing, decodes: list[st
     first = await check.verify(token)
     second = await check.verify(token)
     assert second == first
-    assert first.tenant_id == "t1"
+    assert first.tenant_id == TENANT
     assert decodes == [token]
 
 
@@ -106,7 +110,7 @@ async def test_a_cached_token_is_not_accepted_before_nbf(keys: KeyRing) -> None:
     await check.verify(token)
     clock.now = nbf - access_tokens.DEFAULT_LEEWAY_S - 60
     # The cache declines; full verification (real clock) decides, and today the token is valid.
-    assert (await check.verify(token)).tenant_id == "t1"
+    assert (await check.verify(token)).tenant_id == TENANT
 
 
 async def test_a_retired_key_takes_its_cached_tokens_with_it(
@@ -131,7 +135,7 @@ async def test_a_retired_key_takes_its_cached_tokens_with_it(
 
 
 async def test_the_cache_is_bounded_oldest_out(keys: KeyRing, decodes: list[str]) -> None:
-    tokens = [issue(keys, tenant=f"t{i}") for i in range(3)]
+    tokens = [issue(keys, tenant=str(uuid.uuid4())) for _ in range(3)]
     clock = Clock(jwt.get_unverified_claims(tokens[0])["iat"])
     check = verifier(Ring(keys), clock, cache_size=2)
     for token in tokens:
