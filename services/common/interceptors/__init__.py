@@ -10,6 +10,7 @@ from services.common.interceptors.errors import ErrorInterceptor
 from services.common.interceptors.logging import AccessLogInterceptor
 from services.common.interceptors.metrics import MetricsInterceptor
 from services.common.interceptors.request_context import RequestContextInterceptor
+from services.common.request_strings import refuse_nul_characters
 
 __all__ = [
     "AccessLogInterceptor",
@@ -35,6 +36,10 @@ def default_interceptors(
     raises go through the one status table like any other domain error, and inside logging and
     metrics so that rejected calls are logged and counted with their real code. Rate limits
     come after auth because the tenant limit needs the caller's Principal.
+
+    Every request is then checked for NUL characters in its strings (request_strings.py):
+    after auth and rate limits, like the handler's own validation, and inside the error
+    interceptor, so that the refusal is INVALID_ARGUMENT naming the fields.
     """
     chain: list[RpcInterceptor] = [
         RequestContextInterceptor(),
@@ -43,4 +48,4 @@ def default_interceptors(
         ErrorInterceptor(),
     ]
     chain.extend(extra for extra in (auth, rate_limit) if extra is not None)
-    return [InterceptorChain(chain)]
+    return [InterceptorChain(chain, check_request=refuse_nul_characters)]

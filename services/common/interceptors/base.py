@@ -17,6 +17,8 @@ Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 Around: TypeAlias = Callable[[str, Context], AbstractAsyncContextManager[None]]
 # grpc's stubs type behaviours for the sync server; under grpc.aio they take the aio context.
 Behaviour: TypeAlias = Callable[[Any, Context], Any]
+# Looks at one request message before the handler gets it; raises a DomainError to refuse it.
+RequestCheck: TypeAlias = Callable[[Any], None]
 
 
 class RpcInterceptor(abc.ABC):
@@ -32,8 +34,14 @@ class RpcInterceptor(abc.ABC):
         """An async context manager entered before the handler runs and left after it ends."""
 
 
-def wrap_handler(handler: Handler, method: str, around: Around) -> Handler:
-    """A handler of the same kind and serializers whose behaviour runs inside `around`."""
+def wrap_handler(
+    handler: Handler, method: str, around: Around, check: RequestCheck | None = None
+) -> Handler:
+    """A handler of the same kind and serializers whose behaviour runs inside `around`.
+
+    `check` sees every request message inside `around` (so what it raises meets the error
+    interceptor) and before the handler: the unary request at once, a stream's as they come.
+    """
     serializers: dict[str, Any] = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
@@ -45,7 +53,7 @@ def wrap_handler(handler: Handler, method: str, around: Around) -> Handler:
 
         async def unary_response(request: Any, context: Context) -> Any:
             async with around(method, context):
-                result = unary_inner(request, context)
+                result = unary_inner(_checked(request, handler.request_streaming, check), context)
                 return await result if inspect.isawaitable(result) else result
 
         if handler.request_streaming:
@@ -58,12 +66,28 @@ def wrap_handler(handler: Handler, method: str, around: Around) -> Handler:
 
     async def stream_response(request: Any, context: Context) -> AsyncIterator[Any]:
         async with around(method, context):
-            async for response in _responses(stream_inner(request, context)):
+            checked = _checked(request, handler.request_streaming, check)
+            async for response in _responses(stream_inner(checked, context)):
                 yield response
 
     if handler.request_streaming:
         return grpc.stream_stream_rpc_method_handler(stream_response, **serializers)
     return grpc.unary_stream_rpc_method_handler(stream_response, **serializers)
+
+
+def _checked(request: Any, streaming: bool, check: RequestCheck | None) -> Any:
+    if check is None:
+        return request
+    if not streaming:
+        check(request)
+        return request
+    return _checked_stream(request, check)
+
+
+async def _checked_stream(requests: AsyncIterator[Any], check: RequestCheck) -> AsyncIterator[Any]:
+    async for request in requests:
+        check(request)
+        yield request
 
 
 async def _responses(produced: Any) -> AsyncIterator[Any]:

@@ -15,14 +15,27 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import grpc
 
-from services.common.interceptors.base import Context, Handler, RpcInterceptor, wrap_handler
+from services.common.interceptors.base import (
+    Context,
+    Handler,
+    RequestCheck,
+    RpcInterceptor,
+    wrap_handler,
+)
 
 
 class InterceptorChain(grpc.aio.ServerInterceptor):
-    """Runs `interceptors`' around() hooks, the first outermost, as one interceptor."""
+    """Runs `interceptors`' around() hooks, the first outermost, as one interceptor.
 
-    def __init__(self, interceptors: Sequence[RpcInterceptor]) -> None:
+    `check_request` sees each request message inside the innermost hook, just before the
+    handler: the hooks see only the method and the context, never the message.
+    """
+
+    def __init__(
+        self, interceptors: Sequence[RpcInterceptor], check_request: RequestCheck | None = None
+    ) -> None:
         self._arounds = tuple(interceptor.around for interceptor in interceptors)
+        self._check_request = check_request
         # Only methods the server has a handler for: bounded by the services it registers.
         self._wrapped: dict[str, Handler] = {}
 
@@ -38,7 +51,7 @@ class InterceptorChain(grpc.aio.ServerInterceptor):
             if handler is None:
                 # Unknown method: gRPC answers UNIMPLEMENTED itself, and nothing is cached.
                 return None
-            wrapped = wrap_handler(handler, method, self._around)
+            wrapped = wrap_handler(handler, method, self._around, self._check_request)
             self._wrapped[method] = wrapped
         return wrapped
 
