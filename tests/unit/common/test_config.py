@@ -118,3 +118,11 @@ def test_env_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> Non
 )
 def test_redact_url(url: str, expected: str) -> None:
     assert redact_url(url) == expected
+
+
+def test_database_wait_defaults_to_a_few_seconds_and_is_bounded() -> None:
+    assert _from_env().database_wait_s == 3.0
+    assert _from_env(DATABASE_WAIT_S="0.5").database_wait_s == 0.5
+    for bad in ("0", "-1", "61", "soon"):
+        with pytest.raises(ConfigError, match="DATABASE_WAIT_S"):
+            _from_env(DATABASE_WAIT_S=bad)
