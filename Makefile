@@ -34,9 +34,17 @@ $(VENV)/.installed: pyproject.toml
 .PHONY: venv
 venv: $(VENV)/.installed ## create .venv and install the project with its dev tools
 
-$(BUF): package.json
+# npm packages (package.json): buf for `make lint`, and the Swagger UI and ReDoc bundles the
+# gateway serves at /docs and /redoc, so `make up` needs them as much as `make test` does.
+NODE_MODULES := node_modules/.installed
+$(NODE_MODULES): package.json
 	@npm install --silent --no-audit --no-fund
 	@touch $@
+
+$(BUF): $(NODE_MODULES)
+
+.PHONY: web-assets
+web-assets: $(NODE_MODULES) ## install the npm packages: buf, and the /docs and /redoc bundles the gateway serves
 
 # ---------------------------------------------------------------- code generation
 $(GEN)/.stamp: $(PROTO_FILES) $(DESCRIPTOR_EXTRAS) $(VENV)/.installed
@@ -59,7 +67,7 @@ protos: $(GEN)/.stamp ## generate Python stubs, .pyi and the Envoy descriptor se
 
 # ---------------------------------------------------------------- running
 .PHONY: up
-up: system-deps protos ## start PostgreSQL, Redis, the three services and Envoy on localhost (Ctrl-C stops all)
+up: system-deps protos web-assets ## start PostgreSQL, Redis, the three services and Envoy on localhost (Ctrl-C stops all)
 	@$(PY) -m devstack up
 
 .PHONY: migrate

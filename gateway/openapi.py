@@ -255,7 +255,7 @@ class _Builder:
                 properties[fd.name] = self.field_schema(name, i, fd)
         out: JSON = {"type": "object", "title": message.name, "properties": properties}
         if not name.startswith("google."):
-            # The gateway refuses unknown body keys (unknown_fields) and prints no others. Not
+            # The gateway refuses unknown body keys (request_checks) and prints no others. Not
             # on google.rpc details: they are combined with `@type` through allOf.
             out["additionalProperties"] = False
         text = self.index.comment(name)

@@ -31,7 +31,7 @@ _ASSETS = {
 }
 _PAGES = {"swagger_html": "swagger.html", "redoc_html": "redoc.html"}
 UPSTREAMS = ("auth", "lattice", "webhook")
-# The services the transcoder serves over REST (and whose request bodies unknown_fields checks).
+# The services the transcoder serves over REST (and whose requests request_checks checks).
 TRANSCODED_SERVICES = (
     "catalytic.auth.v1.AuthService",
     "catalytic.lattice.v1.LatticeService",
@@ -64,6 +64,10 @@ class GatewayConfig:
     max_request_headers_kb: int = 8
     default_timeout_s: int = 15
     long_timeout_s: int = 120  # path finding and transforms on big lattices
+    # Slow-client protection: the whole request (headers and body) must arrive within
+    # request_timeout_s, its headers within request_headers_timeout_s; else 408.
+    request_timeout_s: int = 30
+    request_headers_timeout_s: int = 10
     openapi_document: Path = DEFAULT_OPENAPI
     web_assets: Path = DEFAULT_WEB_ASSETS
     # Envoy's limit on direct_response bodies; the documentation bundles are over 1 MB.
@@ -103,6 +107,8 @@ class GatewayConfig:
             descriptor=Path(env.get("GATEWAY_DESCRIPTOR") or DEFAULT_DESCRIPTOR),
             access_log=env.get("GATEWAY_ACCESS_LOG") or "/dev/stdout",
             max_request_bytes=integer("GATEWAY_MAX_REQUEST_BYTES", 8 * MiB),
+            request_timeout_s=integer("GATEWAY_REQUEST_TIMEOUT_S", 30),
+            request_headers_timeout_s=integer("GATEWAY_REQUEST_HEADERS_TIMEOUT_S", 10),
             openapi_document=Path(env.get("GATEWAY_OPENAPI") or DEFAULT_OPENAPI),
             web_assets=Path(env.get("GATEWAY_WEB_ASSETS") or DEFAULT_WEB_ASSETS),
             cors_origins=parse_origins(env.get("GATEWAY_CORS_ORIGINS", "")),
@@ -140,6 +146,12 @@ def render(config: GatewayConfig) -> str:
     ):
         if not 0 < port < 65536:
             raise RenderError(f"{name}={port} is outside 1..65535")
+    if not 0 < config.request_headers_timeout_s <= config.request_timeout_s <= 3600:
+        raise RenderError(
+            f"GATEWAY_REQUEST_HEADERS_TIMEOUT_S={config.request_headers_timeout_s} and "
+            f"GATEWAY_REQUEST_TIMEOUT_S={config.request_timeout_s}: need 0 < headers <= "
+            "request <= 3600 seconds"
+        )
     try:
         ipaddress.ip_address(config.gateway_bind)
     except ValueError:
@@ -166,9 +178,11 @@ def render(config: GatewayConfig) -> str:
         "default_timeout": f"{config.default_timeout_s}s",
         "long_timeout": f"{config.long_timeout_s}s",
         "transcoded_services": json.dumps(list(TRANSCODED_SERVICES)),
-        "unknown_fields_schema": _indent_continuation(
-            schema.to_lua(body_schema), template, "unknown_fields_schema"
+        "request_schema": _indent_continuation(
+            schema.to_lua(body_schema), template, "request_schema"
         ),
+        "request_timeout": f"{config.request_timeout_s}s",
+        "request_headers_timeout": f"{config.request_headers_timeout_s}s",
     }
     values.update(_documents(config))
     for origin in config.cors_origins:
@@ -191,7 +205,9 @@ def _documents(config: GatewayConfig) -> dict[str, object]:
     """The files behind /openapi.json, /docs and /redoc (JSON strings: valid YAML scalars).
 
     Without the npm packages (`npm install`) /docs and /redoc answer 503 with a JSON body saying
-    so, rather than the gateway refusing to start; the OpenAPI document is always required."""
+    so, rather than the gateway refusing to start; the OpenAPI document is always required. That
+    body is plain text (missing.txt): local_reply_config makes it the `message` of the 503's
+    google.rpc.Status."""
     if not config.openapi_document.is_file():
         raise RenderError(f"the OpenAPI document {config.openapi_document} does not exist")
     paths = {name: config.web_assets / rel for name, rel in _ASSETS.items()}
@@ -201,7 +217,7 @@ def _documents(config: GatewayConfig) -> dict[str, object]:
         if path.is_file() and path.stat().st_size > config.max_direct_response_bytes:
             raise RenderError(f"{path} is larger than {config.max_direct_response_bytes} bytes")
     values: dict[str, object] = {
-        name: json.dumps(str(path if available else DOCS_PAGES / "missing.json"))
+        name: json.dumps(str(path if available else DOCS_PAGES / "missing.txt"))
         for name, path in paths.items()
     }
     values["openapi_document"] = json.dumps(str(config.openapi_document))
@@ -250,7 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "LATTICE_ADDR/LATTICE_PORT, WEBHOOK_ADDR/WEBHOOK_PORT, GATEWAY_DESCRIPTOR, "
         "GATEWAY_ACCESS_LOG, GATEWAY_MAX_REQUEST_BYTES, GATEWAY_OPENAPI, GATEWAY_WEB_ASSETS, "
         "GATEWAY_CORS_ORIGINS, GATEWAY_TLS_CERT, GATEWAY_TLS_KEY, GATEWAY_TLS_PORT, "
-        "GATEWAY_RATE_LIMIT_PER_S, GATEWAY_MAX_CONNECTIONS).",
+        "GATEWAY_RATE_LIMIT_PER_S, GATEWAY_MAX_CONNECTIONS, GATEWAY_REQUEST_TIMEOUT_S, "
+        "GATEWAY_REQUEST_HEADERS_TIMEOUT_S).",
     )
     parser.add_argument("--out", type=Path, help="write here instead of standard output")
     args = parser.parse_args(argv)

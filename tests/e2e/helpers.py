@@ -46,3 +46,24 @@ def register_and_login(gateway: httpx.Client) -> Tenant:
     reply = gateway.post("/v1/auth/login", json={"email": email, "password": password})
     assert reply.status_code == 200, reply.text
     return Tenant(email, password, tenant_id, reply.json()["access_token"])
+
+
+BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
+
+
+def assert_bad_request(reply: httpx.Response, field: str) -> None:
+    """A 400 INVALID_ARGUMENT shaped like the services' own: a message "<field>: <what is
+    wrong>" and a google.rpc.BadRequest detail with a violation naming the field."""
+    assert_status_body(reply, 400, 3)
+    body = reply.json()
+    message = body["message"]
+    assert message.startswith(f"{field}: "), body
+    assert message == message.strip(), body  # no trailing newline from the transcoder
+    violations = [
+        violation
+        for detail in body["details"]
+        if detail["@type"] == BAD_REQUEST
+        for violation in detail["field_violations"]
+    ]
+    assert [violation["field"] for violation in violations] == [field], body
+    assert violations[0]["description"], body

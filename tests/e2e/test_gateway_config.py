@@ -44,10 +44,33 @@ def http_rules(descriptor: Path) -> Iterator[tuple[str, str, str]]:
                     yield full, verb.upper(), path
 
 
-def first_matching_route(routes: list[dict[str, Any]], path: str) -> dict[str, Any]:
-    """Envoy's route selection for a path (the match kinds our template uses)."""
+def _headers_match(match: dict[str, Any], headers: dict[str, str]) -> bool:
+    """The route's header matchers (exact and prefix, the kinds our template uses)."""
+    for matcher in match.get("headers", []):
+        value = headers.get(matcher["name"], "")
+        string_match = matcher["string_match"]
+        if "exact" in string_match:
+            hit = value == string_match["exact"]
+        elif "prefix" in string_match:
+            hit = value.startswith(string_match["prefix"])
+        else:
+            raise AssertionError(f"header match not understood by this test: {matcher}")
+        if not hit:
+            return False
+    return True
+
+
+def first_matching_route(
+    routes: list[dict[str, Any]], path: str, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Envoy's route selection for a path and request headers (the match kinds our template
+    uses); by default a JSON POST, as REST clients send."""
+    if headers is None:
+        headers = {":method": "POST", "content-type": "application/json"}
     for route in routes:
         match = route["match"]
+        if not _headers_match(match, headers):
+            continue
         if "path" in match:
             hit = path == match["path"]
         elif "prefix" in match:
@@ -65,13 +88,14 @@ def first_matching_route(routes: list[dict[str, Any]], path: str) -> dict[str, A
 
 
 def loaded_routes(stack: Stack) -> list[dict[str, Any]]:
-    """The routes Envoy actually loaded, from its admin config dump."""
+    """The public routes Envoy actually loaded, from its admin config dump."""
     url = f"http://127.0.0.1:{stack.ports.envoy_admin}/config_dump"
     dump = httpx.get(url, timeout=10, trust_env=False).json()
 
     def find(node: Any) -> Iterator[list[dict[str, Any]]]:
         if isinstance(node, dict):
-            if "virtual_hosts" in node:
+            # The public route table (not the internal listener's, unsupported_media_type).
+            if "virtual_hosts" in node and node.get("name") == "catalytic":
                 for host in node["virtual_hosts"]:
                     yield host["routes"]
             for value in node.values():
@@ -92,8 +116,14 @@ def test_every_rest_binding_goes_to_its_own_service(stack: Stack) -> None:
     assert rules, "the descriptor set has no google.api.http bindings"
     for service, verb, template in rules:
         path = re.sub(r"\{[^}]*\}", "x", template)
-        route = first_matching_route(routes, path)
+        route = first_matching_route(
+            routes, path, {":method": verb, "content-type": "application/json"}
+        )
         assert "route" in route, f"{verb} {template} ends in a direct response: {route}"
+        grpc = first_matching_route(
+            routes, path, {":method": verb, "content-type": "application/grpc"}
+        )
+        assert grpc["route"]["cluster"] == "unsupported_media_type", f"{verb} {template}: {grpc}"
         cluster = route["route"]["cluster"]
         assert cluster == CLUSTER_OF_SERVICE[service], f"{verb} {template} is sent to {cluster}"
         expected = "120s" if LONG_RUNNING.fullmatch(path) else "15s"
@@ -103,7 +133,9 @@ def test_every_rest_binding_goes_to_its_own_service(stack: Stack) -> None:
 def test_native_grpc_paths_go_to_their_service(stack: Stack) -> None:
     routes = loaded_routes(stack)
     for full, cluster in CLUSTER_OF_SERVICE.items():
-        route = first_matching_route(routes, f"/{full}/AnyMethod")
+        route = first_matching_route(
+            routes, f"/{full}/AnyMethod", {":method": "POST", "content-type": "application/grpc"}
+        )
         assert route["route"]["cluster"] == cluster
 
 

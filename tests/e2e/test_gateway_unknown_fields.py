@@ -1,6 +1,6 @@
 """Unknown JSON body keys and oversized headers are client mistakes the gateway answers itself.
 
-The transcoder would drop unknown body keys silently (envoy#46623); the `unknown_fields` Lua
+The transcoder would drop unknown body keys silently (envoy#46623); the `request_checks` Lua
 filter refuses them with 400 INVALID_ARGUMENT naming the key. Request headers over the gateway's
 limit get 431 from Envoy instead of a RESOURCE_EXHAUSTED (429) from a service's gRPC metadata
 limit. See gateway/README.md.
@@ -42,7 +42,7 @@ def post_json(
 
 
 def assert_unknown_field(reply: httpx.Response, field: str) -> None:
-    """The reply is the unknown_fields filter's 400, naming `field`."""
+    """The reply is the request_checks filter's 400, naming `field`."""
     assert_status_body(reply, 400, INVALID_ARGUMENT)
     assert reply.json() == {
         "code": INVALID_ARGUMENT,

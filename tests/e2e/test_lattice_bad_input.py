@@ -134,8 +134,32 @@ CASES = [
         "values",
         body=lattice(constant=None, values="not base64!"),
     ),
+    Bad(
+        "create: dimensions as a string",
+        "POST",
+        "/v1/lattices",
+        "dimensions",
+        body=lattice(dimensions="2"),
+    ),
+    Bad(
+        "create: constant value as a hex string",
+        "POST",
+        "/v1/lattices",
+        "constant.value",
+        body=lattice(constant={"value": "0x10"}),
+    ),
+    Bad(
+        "create: random seed not digits",
+        "POST",
+        "/v1/lattices",
+        "random.seed",
+        body=lattice(constant=None, random={"seed": "7x", "low": 0, "high": 1}),
+    ),
     # --- GetLattice, DeleteLattice, ListLattices
     Bad("get: malformed id", "GET", "/v1/lattices/not-a-uuid", "id"),
+    Bad("get: id not UTF-8", "GET", "/v1/lattices/%ff%fe", "id"),
+    Bad("delete: id not UTF-8", "DELETE", "/v1/lattices/%c3%28", "id"),
+    Bad("list: page_token not UTF-8", "GET", "/v1/lattices?page_token=%ff", "page_token"),
     Bad("delete: malformed id", "DELETE", "/v1/lattices/12345", "id"),
     Bad("list: page_size 101", "GET", "/v1/lattices", "page_size", params=[("page_size", 101)]),
     Bad("list: page_size -1", "GET", "/v1/lattices", "page_size", params=[("page_size", -1)]),
@@ -148,6 +172,7 @@ CASES = [
     ),
     # --- GetField
     Bad("field: malformed id", "GET", "/v1/lattices/x/field", "id"),
+    Bad("field: id not UTF-8", "GET", "/v1/lattices/%ff/field", "id"),
     Bad("field: offset -1", "GET", "/v1/lattices/{id}/field", "offset", params=[("offset", -1)]),
     Bad(
         "field: offset past the end",
@@ -173,6 +198,20 @@ CASES = [
     ),
     # --- TransformLattice
     Bad("transform: no op", "POST", "/v1/lattices/{id}/transform", "op", body={}),
+    Bad(
+        "transform: flip axis as a string",
+        "POST",
+        "/v1/lattices/{id}/transform",
+        "flip.axis",
+        body={"flip": {"axis": "1"}},
+    ),
+    Bad(
+        "transform: id not UTF-8",
+        "POST",
+        "/v1/lattices/%ff/transform",
+        "id",
+        body={"flip": {"axis": 0}},
+    ),
     Bad(
         "transform: malformed id",
         "POST",
@@ -361,7 +400,7 @@ def test_malformed_request_is_4xx_naming_the_field(
     reply = client.request(
         case.method,
         case.route.format(id=lattice_id),
-        params=case.params,
+        params=case.params or None,  # None keeps a query written into the route
         json=body,
         headers=tenant.headers,
     )

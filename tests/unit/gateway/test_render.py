@@ -30,11 +30,19 @@ def lua_block(text: str, filter_name: str) -> list[str]:
 
 
 def test_the_schema_stays_inside_the_lua_block(rendered: str) -> None:
-    block = lua_block(rendered, "catalytic.unknown_fields")
+    block = lua_block(rendered, "catalytic.request_checks")
     source = "\n".join(block)
     assert "local SCHEMA = {" in source
     assert '{"POST", "^/v1/lattices$", "catalytic.lattice.v1.CreateLatticeRequest"},' in source
     assert '["catalytic.lattice.v1.RandomFill"] = {' in source
+    # Every binding with its path variables, and the JSON type of each body key.
+    assert '{"GET", "^/v1/lattices/([^/]+)$", {"id"}, false},' in source
+    assert (
+        '{"POST", "^/v1/webhooks/([^/]+)/deliveries/([^/]+)/resend$", {"id", "delivery_id"}, '
+        "false}," in source
+    )
+    assert '["dimensions"] = "int32"' in source
+    assert '["event_types"] = "string[]"' in source
     assert "function envoy_on_request(handle)" in source  # the code after the schema is there
 
 
@@ -45,7 +53,7 @@ def test_the_transcoder_serves_the_services_whose_bodies_are_checked(rendered: s
 def test_the_filter_runs_after_the_buffer_and_before_the_transcoder(rendered: str) -> None:
     order = [
         rendered.index("- name: envoy.filters.http.buffer"),
-        rendered.index("- name: catalytic.unknown_fields"),
+        rendered.index("- name: catalytic.request_checks"),
         rendered.index("- name: envoy.filters.http.grpc_json_transcoder"),
     ]
     assert order == sorted(order)
@@ -65,3 +73,31 @@ def test_a_broken_descriptor_set_is_an_error(tmp_path: Path) -> None:
     broken.write_bytes(b"\xff\xff not a descriptor set")
     with pytest.raises(RenderError, match=r"broken\.pb"):
         render(GatewayConfig(descriptor=broken))
+
+
+def test_slow_clients_are_cut_within_30_seconds_by_default(rendered: str) -> None:
+    assert "request_timeout: 30s\n" in rendered
+    assert "request_headers_timeout: 10s\n" in rendered
+
+
+def test_request_timeouts_come_from_the_environment() -> None:
+    config = GatewayConfig.from_env(
+        {"GATEWAY_REQUEST_TIMEOUT_S": "3", "GATEWAY_REQUEST_HEADERS_TIMEOUT_S": "2"}
+    )
+    text = render(config)
+    assert "request_timeout: 3s\n" in text
+    assert "request_headers_timeout: 2s\n" in text
+
+
+@pytest.mark.parametrize(("request_s", "headers_s"), [(0, 0), (5, 10), (30, 0), (7200, 10)])
+def test_request_timeouts_must_be_ordered_and_bounded(request_s: int, headers_s: int) -> None:
+    with pytest.raises(RenderError, match="GATEWAY_REQUEST_TIMEOUT_S"):
+        render(GatewayConfig(request_timeout_s=request_s, request_headers_timeout_s=headers_s))
+
+
+def test_grpc_on_a_rest_path_goes_to_the_internal_415_listener(rendered: str) -> None:
+    route = rendered.index("route: {cluster: unsupported_media_type")
+    assert rendered.index("match: {path_separated_prefix: /v1/lattices") > route
+    assert "internal_listener: {}" in rendered
+    assert "status: 415" in rendered
+    assert "envoy.bootstrap.internal_listener" in rendered

@@ -61,7 +61,18 @@ def test_tls_needs_both_files(tmp_path: Path) -> None:
 def test_missing_web_assets_make_the_docs_503_not_a_start_failure(tmp_path: Path) -> None:
     text = render(dataclasses.replace(GatewayConfig(), web_assets=tmp_path))
     assert "status: 503" in text
-    assert "missing.json" in text
+    assert "missing.txt" in text
+
+
+def test_the_missing_assets_body_is_plain_text_for_a_flat_status() -> None:
+    """local_reply_config makes the file's text the `message` of the 503's JSON Status: JSON
+    in the file would end up as a Status nested in a string."""
+    from gateway.render import DOCS_PAGES
+
+    text = (DOCS_PAGES / "missing.txt").read_text()
+    assert not text.lstrip().startswith("{")
+    assert "\n" not in text
+    assert "npm install" in text
 
 
 def test_missing_openapi_document_is_an_error(tmp_path: Path) -> None:

@@ -256,6 +256,51 @@ def test_only_reachable_messages_are_listed(built: schema.Schema) -> None:
     assert "test.v1.GetBookRequest" not in built.messages  # no body
 
 
+# ------------------------------------------------------------------ JSON types
+def test_each_key_has_the_json_type_of_its_field(built: schema.Schema) -> None:
+    kinds = built.kinds[BOOK]
+    assert kinds["name"] == kinds["displayName"] == "string"
+    assert kinds["author"] == "message"
+    assert kinds["chapters"] == "message[]"  # a list of checked objects
+    assert kinds["chapter_index"] == "map"  # an object, though repeated entries in the proto
+    assert kinds["tags"] == "string[]"
+    assert kinds["kind"] == "enum"
+    assert kinds["ISBN"] == "string"
+    for key in ("metadata", "published_at", "reading_time", "extra", "update_mask", "edition"):
+        assert kinds[key] == "any", key  # their own JSON forms
+    assert built.kinds["test.v1.Book.Paper"] == {"page_count": "int32", "pageCount": "int32"}
+
+
+def test_enum_value_names_are_listed(built: schema.Schema) -> None:
+    assert built.enums["test.v1.Book.Kind"] == ("KIND_UNSPECIFIED", "NOVEL")
+
+
+# ------------------------------------------------------------------ every binding's path
+def test_every_binding_is_listed_with_its_path_variables(built: schema.Schema) -> None:
+    paths = {(p.method, p.template): (p.pattern, p.variables, p.has_body) for p in built.paths}
+    assert paths[("GET", "/v1/{name=shelves/*/books/*}")] == (
+        "^/v1/(shelves/[^/]+/books/[^/]+)$",
+        ("name",),
+        False,
+    )
+    assert paths[("POST", "/v1/books/{id}:rename")] == ("^/v1/books/([^/]+):rename$", ("id",), True)
+    assert paths[("PATCH", "/v1/{book.name=shelves/*/books/*}")][1] == ("book.name",)
+    assert ("POST", "/v1/hidden") not in paths  # a service the transcoder does not serve
+
+
+def test_the_real_protos_have_typed_keys_and_every_route() -> None:
+    real = schema.build(
+        schema.load(REPO_ROOT / "gen" / "descriptors" / "catalytic.pb"),
+        ["catalytic.lattice.v1.LatticeService", "catalytic.webhook.v1.WebhookService"],
+    )
+    assert real.kinds["catalytic.lattice.v1.CreateLatticeRequest"]["dimensions"] == "int32"
+    assert real.kinds["catalytic.lattice.v1.RandomFill"]["seed"] == "uint64"
+    assert real.kinds["catalytic.lattice.v1.ConstantFill"]["value"] == "float"
+    assert real.kinds["catalytic.webhook.v1.CreateWebhookRequest"]["ordered"] == "bool"
+    resend = next(p for p in real.paths if p.template.endswith("/resend"))
+    assert resend.variables == ("id", "delivery_id")
+
+
 def test_an_unknown_body_field_is_an_error(
     descriptor_set: descriptor_pb2.FileDescriptorSet,
 ) -> None:
