@@ -26,6 +26,7 @@ from services.lattice.engine.compute import (
     open_compute,
 )
 from services.lattice.engine.cpu_pool import CpuPool, FieldLike
+from services.lattice.engine.fair_queue import Share
 from services.lattice.engine.field import FIELD_DTYPE, checksum
 from services.lattice.engine.fills import Fill, RandomFill, make_field
 from services.lattice.engine.geometry import Grid
@@ -77,13 +78,19 @@ class FakeGpu:
             raise self.failure
 
     async def make_field(
-        self, grid: Grid, fill: Fill, *, deadline_s: float | None = None
+        self, grid: Grid, fill: Fill, *, deadline_s: float | None = None, share: Share | None = None
     ) -> FieldOutcome:
         self._ran("make_field")
         return FieldOutcome(make_field(grid, fill), "gpu", 1.0)
 
     async def transform(
-        self, grid: Grid, field: FieldLike, op: TransformOp, *, deadline_s: float | None = None
+        self,
+        grid: Grid,
+        field: FieldLike,
+        op: TransformOp,
+        *,
+        deadline_s: float | None = None,
+        share: Share | None = None,
     ) -> TransformOutcome:
         self._ran("transform")
         out = (
@@ -104,12 +111,18 @@ class FakeGpu:
         *,
         blocked_count: int | None = None,
         deadline_s: float | None = None,
+        share: Share | None = None,
     ) -> PathOutcome:
         self._ran("find_path")
         raise AssertionError("not used")
 
     async def analyze(
-        self, grid: Grid, field: FieldLike, *, deadline_s: float | None = None
+        self,
+        grid: Grid,
+        field: FieldLike,
+        *,
+        deadline_s: float | None = None,
+        share: Share | None = None,
     ) -> AnalysisOutcome:
         raise AssertionError("analysis is never routed to the GPU")
 
