@@ -138,7 +138,7 @@ class Catalog:
                 )
                 observation.device, observation.elapsed_ms = outcome.device, outcome.elapsed_ms
         except BaseException as exc:
-            await self._events.failure(tenant, "create", "", exc)
+            await self._events.failure(tenant, "create", "", deadline.explain(exc))
             raise
         encoded = await asyncio.to_thread(encode_field, outcome.field)
         lattice = NewLattice(id=str(uuid.uuid4()), name=name.strip(), shape=shape)

@@ -304,7 +304,7 @@ class LatticeOperations:
                         )
                     )
             except BaseException as exc:
-                await self._events.failure(tenant, "transform", lattice_id, exc)
+                await self._events.failure(tenant, "transform", lattice_id, deadline.explain(exc))
                 raise
         self._events.written()
         self._cache.put(updated.id, updated.version, outcome.field)
@@ -354,7 +354,7 @@ class LatticeOperations:
             if not result.checksum_before == result.checksum_after == record.checksum:
                 raise RuntimeError("the searched field does not match the lattice's checksum")
         except BaseException as exc:
-            await self._events.failure(tenant, "path", lattice_id, exc)
+            await self._events.failure(tenant, "path", lattice_id, deadline.explain(exc))
             raise
         await self._events.standalone(
             tenant,
@@ -385,6 +385,6 @@ class LatticeOperations:
                 )
                 observation.device, observation.elapsed_ms = outcome.device, outcome.elapsed_ms
         except BaseException as exc:
-            await self._events.failure(tenant, "analysis", lattice_id, exc)
+            await self._events.failure(tenant, "analysis", lattice_id, deadline.explain(exc))
             raise
         return Analysed(record, outcome.analysis, outcome.device, outcome.elapsed_ms)
