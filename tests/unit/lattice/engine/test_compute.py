@@ -384,8 +384,7 @@ async def test_a_flooding_tenant_is_refused_and_another_tenant_never_waits_for_i
             try:
                 await pool.run(SpinJob(30), TINY, vertices=64, share=flood_share)
             except ResourceExhausted as refused:
-                assert refused.retry_after_s == 1
-                return "refused"
+                return f"refused, retry after {refused.retry_after_s}"
             return "ran"
 
         flood = [asyncio.ensure_future(flood_job()) for _ in range(10)]
@@ -394,7 +393,7 @@ async def test_a_flooding_tenant_is_refused_and_another_tenant_never_waits_for_i
         while sum(task.done() for task in flood) < 5:
             assert time.monotonic() < deadline
             await asyncio.sleep(0.05)
-        assert [task.result() for task in flood if task.done()] == ["refused"] * 5
+        assert [task.result() for task in flood if task.done()] == ["refused, retry after 1"] * 5
         assert (pool.stats().busy, pool.stats().waiting) == (1, 4)
         for _ in range(5):
             started = time.monotonic()
@@ -407,9 +406,9 @@ async def test_a_flooding_tenant_is_refused_and_another_tenant_never_waits_for_i
         light = asyncio.ensure_future(
             pool.run(SpinJob(1), TINY, vertices=64, lane=Lane.HEAVY, share=light_share)
         )
-        while pool.stats().tenants < 2 or pool.stats().busy < 2:
+        while pool.stats().tenants < 2 or pool.stats().busy < 2:  # noqa: ASYNC110 - polls the pool
             await asyncio.sleep(0.01)
-        assert await flood_job() == "refused"
+        assert await flood_job() == "refused, retry after 1"
         assert pool.stats().refusals["share"] == 6
         await light
         for task in flood:

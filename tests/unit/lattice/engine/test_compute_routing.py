@@ -3,6 +3,7 @@ the compute configuration. The GPU here is a test double; the CPU is the real wo
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 
 import numpy as np
@@ -266,3 +267,44 @@ async def test_open_compute_without_cupy_routes_to_the_cpu() -> None:
         )
     finally:
         await routed.close()
+
+
+class HeldGpu(FakeGpu):
+    """A FakeGpu whose transforms wait until released, to hold the device busy."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def transform(
+        self,
+        grid: Grid,
+        field: FieldLike,
+        op: TransformOp,
+        *,
+        deadline_s: float | None = None,
+        share: Share | None = None,
+    ) -> TransformOutcome:
+        self.entered.set()
+        await self.release.wait()
+        return await super().transform(grid, field, op, deadline_s=deadline_s, share=share)
+
+
+@MODULE
+async def test_a_tenant_has_one_job_at_a_time_on_the_gpu_the_rest_on_the_cpu(
+    pool: CpuPool,
+) -> None:
+    gpu = HeldGpu()
+    routed = Router(CpuBackend(pool), gpu, mode="gpu")
+    op = Rotate(0, 1, 1)
+    first = asyncio.ensure_future(routed.transform(GRID, FIELD, op, share=Share("a")))
+    await asyncio.wait_for(gpu.entered.wait(), 5)
+    # The device is busy with a's job: a's next one does not queue behind it there.
+    second = await asyncio.wait_for(routed.transform(GRID, FIELD, op, share=Share("a")), 30)
+    assert second.device == "cpu"
+    other = asyncio.ensure_future(routed.transform(GRID, FIELD, op, share=Share("b")))
+    gpu.release.set()
+    assert (await first).device == "gpu"
+    assert (await other).device == "gpu"
+    assert (await routed.transform(GRID, FIELD, op, share=Share("a"))).device == "gpu"

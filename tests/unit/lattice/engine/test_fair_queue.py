@@ -195,7 +195,7 @@ def test_drain_empties_the_queue() -> None:
 
 
 def test_impossible_settings_are_refused() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="max_queue"):
         FairQueue(max_queue=-1, tenant_cap=1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="tenant_cap"):
         FairQueue(max_queue=1, tenant_cap=0)
