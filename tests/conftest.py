@@ -60,6 +60,10 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
             # stack must not run out of per-address budget. The limits themselves are tested
             # against servers of their own (tests/e2e/test_rate_limits.py).
             "RATE_LIMIT_MULTIPLIER": "100",
+            # Two compute workers (one reserved for light jobs) whatever the machine, so that
+            # the fair-compute test (tests/e2e/test_fair_compute.py) sees the pool it reasons
+            # about: one worker a flooding tenant may hold, one left for the others.
+            "COMPUTE_WORKERS": "2",
         },
         log=progress,
     )

@@ -20,6 +20,7 @@ from services.lattice.events import EventLog
 from services.lattice.fields import encode_field
 from services.lattice.metrics import observed
 from services.lattice.operations import LatticeOperations, NoCompute
+from services.lattice.plans import PlanLookup
 from services.lattice.records import (
     LATTICE_NOT_FOUND,
     LatticeRecord,
@@ -56,13 +57,15 @@ def fill_kind(fill: Fill) -> str:
     return "random" if isinstance(fill, RandomFill) else "values"
 
 
-async def _check_limits(tx: LatticeTransaction, vertex_count: int) -> None:
+async def _check_limits(tx: LatticeTransaction, vertex_count: int) -> str:
+    """The tenant's plan, once its limits allow one more lattice of `vertex_count` vertices."""
     plan = await tx.lock_tenant()
     if plan is None:
         raise NotFound(TENANT_NOT_FOUND)
     plans.check_vertex_limit(plan, vertex_count)
     # Counted under the tenant lock, so concurrent creates cannot overshoot the limit.
     plans.check_lattice_count(plan, await tx.count_lattices())
+    return plan
 
 
 class Catalog:
@@ -76,14 +79,17 @@ class Catalog:
         event_log: EventLog | None = None,
         *,
         max_compute_s: float | None = None,
+        plans: PlanLookup | None = None,
     ) -> None:
         """Without `compute` nothing can be created (Unavailable); without `cache` fields are
-        not cached; without `event_log` events are written but nobody wakes the relay early."""
+        not cached; without `event_log` events are written but nobody wakes the relay early;
+        without `plans` every tenant computes with the smallest plan's share of the pool."""
         self._store = store
         self._compute = compute if compute is not None else NoCompute()
         self._cache = cache if cache is not None else FieldCache(0)
         self._events = event_log if event_log is not None else EventLog(store)
         self._max_compute_s = max_compute_s
+        self._plans = plans
 
     def operations(self) -> LatticeOperations:
         """The field operations over the same store, compute backend, cache and event log."""
@@ -93,6 +99,7 @@ class Catalog:
             self._cache,
             self._events,
             max_compute_s=self._max_compute_s,
+            plans=self._plans,
         )
 
     async def create(
@@ -118,15 +125,20 @@ class Catalog:
         deadline = Deadline.start(deadline_s, self._max_compute_s)
         tenant = principal.tenant_id
         async with self._store.transaction(tenant) as tx:
-            await _check_limits(tx, shape.vertex_count)
+            plan = await _check_limits(tx, shape.vertex_count)
         # The field is built outside any transaction (no connection is held while it computes),
         # so the limits are checked again, atomically with the insert, below.
         try:
             async with observed("fill", fill_kind(fill)) as observation:
-                outcome = await self._compute.make_field(grid, fill, deadline_s=deadline.left())
+                outcome = await self._compute.make_field(
+                    grid,
+                    fill,
+                    deadline_s=deadline.left(),
+                    share=plans.compute_share(tenant, plan),
+                )
                 observation.device, observation.elapsed_ms = outcome.device, outcome.elapsed_ms
         except BaseException as exc:
-            await self._events.failure(tenant, "create", "", exc)
+            await self._events.failure(tenant, "create", "", deadline.explain(exc))
             raise
         encoded = await asyncio.to_thread(encode_field, outcome.field)
         lattice = NewLattice(id=str(uuid.uuid4()), name=name.strip(), shape=shape)

@@ -6,6 +6,7 @@ row's id, sent as PublishEvent's event_id and so as the delivery's `webhook-id`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Callable
@@ -163,6 +164,7 @@ class EventLog:
     def __init__(self, store: LatticeStore, wake: Callable[[], None] = lambda: None) -> None:
         self._store = store
         self._wake = wake
+        self._writing: set[asyncio.Task[None]] = set()
 
     def written(self) -> None:
         """Call after committing a transaction that wrote events."""
@@ -176,11 +178,23 @@ class EventLog:
     async def failure(
         self, tenant_id: str, operation: str, lattice_id: str, error: BaseException
     ) -> None:
-        """Announces a failed computation when `error` is one; never raises (the caller is
-        already failing with `error`, which must be what its client sees)."""
+        """Announces a failed computation when `error` is one; never raises but a
+        cancellation of its own caller (who is already failing with `error`, which must be
+        what its client sees).
+
+        The write runs in a task of its own that the caller's cancellation does not stop: gRPC
+        cancels a handler when its deadline passes, possibly while this is being written.
+        """
         if not is_computation_failure(error):
             return
+        event = computation_failed(operation, lattice_id, error)
+        task = asyncio.ensure_future(self._write_failure(tenant_id, event))
+        self._writing.add(task)
+        task.add_done_callback(self._writing.discard)
+        await asyncio.shield(task)
+
+    async def _write_failure(self, tenant_id: str, event: OutboxEvent) -> None:
         try:
-            await self.standalone(tenant_id, computation_failed(operation, lattice_id, error))
+            await self.standalone(tenant_id, event)
         except Exception:
-            logger.exception("could not record computation.failed for %s", operation)
+            logger.exception("could not record %s", COMPUTATION_FAILED)

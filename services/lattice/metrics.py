@@ -14,11 +14,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from services.common.errors import DomainError
 from services.common.status import status_code_for
+from services.lattice.engine.cpu_pool import PoolStats
 
 OPERATIONS = Counter(
     "catalytic_lattice_operations_total",
@@ -110,13 +111,13 @@ class ComputeGauges(Collector):
     """
 
     def __init__(self) -> None:
-        self._sources: dict[int, tuple[Callable[[], int], Callable[[], int | None]]] = {}
+        self._sources: dict[int, tuple[Callable[[], PoolStats], Callable[[], int | None]]] = {}
         self._lock = threading.Lock()
 
-    def add(self, queue_depth: Callable[[], int], gpu_bytes: Callable[[], int | None]) -> int:
+    def add(self, pool: Callable[[], PoolStats], gpu_bytes: Callable[[], int | None]) -> int:
         with self._lock:
             token = max(self._sources, default=0) + 1
-            self._sources[token] = (queue_depth, gpu_bytes)
+            self._sources[token] = (pool, gpu_bytes)
         return token
 
     def remove(self, token: int) -> None:
@@ -129,11 +130,27 @@ class ComputeGauges(Collector):
     def collect(self) -> Iterable[Metric]:
         with self._lock:
             sources = list(self._sources.values())
+        pools = [stats() for stats, _ in sources]
         yield GaugeMetricFamily(
             "catalytic_lattice_pool_queue_depth",
-            "Compute jobs waiting for a CPU worker (bounded by COMPUTE_MAX_QUEUE).",
-            value=sum(depth() for depth, _ in sources),
+            "Compute jobs waiting for a CPU worker (each tenant within its share of"
+            " COMPUTE_MAX_QUEUE).",
+            value=sum(pool.waiting for pool in pools),
         )
+        yield GaugeMetricFamily(
+            "catalytic_lattice_pool_tenants",
+            "Tenants with compute jobs running or waiting in the CPU pool (they split the queue).",
+            value=sum(pool.tenants for pool in pools),
+        )
+        refusals = CounterMetricFamily(
+            "catalytic_lattice_pool_refusals",
+            "Compute jobs refused because their tenant's queue was full, by reason: share (its"
+            " fair share of the queue) or plan (its plan's own cap on waiting jobs).",
+            labels=["reason"],
+        )
+        for reason in ("share", "plan"):
+            refusals.add_metric([reason], sum(pool.refusals.get(reason, 0) for pool in pools))
+        yield refusals
         gpu = [used for _, gpu_bytes in sources if (used := gpu_bytes()) is not None]
         if gpu:
             yield GaugeMetricFamily(

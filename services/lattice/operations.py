@@ -33,6 +33,7 @@ from services.lattice.engine.compute import (
     TransformOutcome,
 )
 from services.lattice.engine.cpu_pool import FieldLike
+from services.lattice.engine.fair_queue import Share
 from services.lattice.engine.fills import Fill
 from services.lattice.engine.geometry import Grid
 from services.lattice.engine.paths import Algorithm, Cost, PathResult
@@ -41,6 +42,7 @@ from services.lattice.events import EventLog
 from services.lattice.fields import decode_field, encode_field
 from services.lattice.loader import FieldLoader
 from services.lattice.metrics import observed
+from services.lattice.plans import PlanLookup, share_of
 from services.lattice.records import LATTICE_NOT_FOUND, LatticeRecord, LatticeStore, parse_id
 
 DEFAULT_FIELD_LIMIT = 65_536
@@ -93,12 +95,18 @@ class NoCompute:
     MESSAGE = "this lattice server has no compute backend"
 
     async def make_field(
-        self, grid: Grid, fill: Fill, *, deadline_s: float | None = None
+        self, grid: Grid, fill: Fill, *, deadline_s: float | None = None, share: Share | None = None
     ) -> FieldOutcome:
         raise Unavailable(self.MESSAGE)
 
     async def transform(
-        self, grid: Grid, field: FieldLike, op: TransformOp, *, deadline_s: float | None = None
+        self,
+        grid: Grid,
+        field: FieldLike,
+        op: TransformOp,
+        *,
+        deadline_s: float | None = None,
+        share: Share | None = None,
     ) -> TransformOutcome:
         raise Unavailable(self.MESSAGE)
 
@@ -113,11 +121,17 @@ class NoCompute:
         *,
         blocked_count: int | None = None,
         deadline_s: float | None = None,
+        share: Share | None = None,
     ) -> PathOutcome:
         raise Unavailable(self.MESSAGE)
 
     async def analyze(
-        self, grid: Grid, field: FieldLike, *, deadline_s: float | None = None
+        self,
+        grid: Grid,
+        field: FieldLike,
+        *,
+        deadline_s: float | None = None,
+        share: Share | None = None,
     ) -> AnalysisOutcome:
         raise Unavailable(self.MESSAGE)
 
@@ -205,6 +219,7 @@ class LatticeOperations:
         event_log: EventLog,
         *,
         max_compute_s: float | None = None,
+        plans: PlanLookup | None = None,
     ) -> None:
         self._store = store
         self._compute = compute
@@ -212,6 +227,7 @@ class LatticeOperations:
         self._loader = FieldLoader(store, cache)
         self._events = event_log
         self._max_compute_s = max_compute_s
+        self._plans = plans
         self._transforming = KeyedLocks()
 
     async def read_field(
@@ -253,6 +269,7 @@ class LatticeOperations:
             raise InvalidArgument("if_version", "must be at least 1 (versions start at 1)")
         tenant = principal.tenant_id
         deadline = Deadline.start(deadline_s, self._max_compute_s)
+        share = await share_of(self._plans, tenant)
         async with self._transforming.hold(lattice_id, deadline):
             try:
                 async with self._store.transaction(tenant, lock_timeout_s=deadline.left()) as tx:
@@ -275,7 +292,7 @@ class LatticeOperations:
                         )
                     async with observed("transform", events.op_name(op)) as observation:
                         outcome = await self._compute.transform(
-                            record.grid, field, op, deadline_s=deadline.left()
+                            record.grid, field, op, deadline_s=deadline.left(), share=share
                         )
                         observation.device = outcome.device
                         observation.elapsed_ms = outcome.elapsed_ms
@@ -287,7 +304,7 @@ class LatticeOperations:
                         )
                     )
             except BaseException as exc:
-                await self._events.failure(tenant, "transform", lattice_id, exc)
+                await self._events.failure(tenant, "transform", lattice_id, deadline.explain(exc))
                 raise
         self._events.written()
         self._cache.put(updated.id, updated.version, outcome.field)
@@ -314,6 +331,7 @@ class LatticeOperations:
         if violations:
             raise InvalidArgument.of(violations)
         record, field = await self._loader.field_for(tenant, record)
+        share = await share_of(self._plans, tenant)
         try:
             async with observed("path", algorithm.value) as observation:
                 outcome = await self._compute.find_path(
@@ -325,6 +343,7 @@ class LatticeOperations:
                     cost,
                     blocked_count=record.blocked_count,
                     deadline_s=deadline.left(),
+                    share=share,
                 )
                 observation.algorithm = outcome.result.algorithm.value
                 observation.device = outcome.device
@@ -335,7 +354,7 @@ class LatticeOperations:
             if not result.checksum_before == result.checksum_after == record.checksum:
                 raise RuntimeError("the searched field does not match the lattice's checksum")
         except BaseException as exc:
-            await self._events.failure(tenant, "path", lattice_id, exc)
+            await self._events.failure(tenant, "path", lattice_id, deadline.explain(exc))
             raise
         await self._events.standalone(
             tenant,
@@ -346,20 +365,26 @@ class LatticeOperations:
         return FoundPath(record, result, outcome.device, outcome.elapsed_ms)
 
     async def analyze(
-        self, principal: Principal, lattice_id: str, *, deadline_s: float | None = None
+        self,
+        principal: Principal,
+        lattice_id: str,
+        *,
+        deadline_s: float | None = None,
+        share: Share | None = None,
     ) -> Analysed:
         """Counts, components, diameter and memory of the current field."""
         lattice_id = parse_id(lattice_id)
         tenant = principal.tenant_id
         deadline = Deadline.start(deadline_s, self._max_compute_s)
         record, field = await self._loader.load(tenant, lattice_id)
+        share = await share_of(self._plans, tenant)
         try:
             async with observed("analysis", "") as observation:
                 outcome = await self._compute.analyze(
-                    record.grid, field, deadline_s=deadline.left()
+                    record.grid, field, deadline_s=deadline.left(), share=share
                 )
                 observation.device, observation.elapsed_ms = outcome.device, outcome.elapsed_ms
         except BaseException as exc:
-            await self._events.failure(tenant, "analysis", lattice_id, exc)
+            await self._events.failure(tenant, "analysis", lattice_id, deadline.explain(exc))
             raise
         return Analysed(record, outcome.analysis, outcome.device, outcome.elapsed_ms)

@@ -1,28 +1,46 @@
-"""Per-plan limits on lattice size and lattice count, checked before any field is allocated."""
+"""Per-plan limits: lattice size and count (checked before any field is allocated) and each
+tenant's share of the compute pool (applied by the pool's fair queue)."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from typing import Protocol
 
 from services.common.errors import ResourceExhausted
+from services.lattice.engine.fair_queue import Share
 from services.lattice.shapes import MAX_VERTICES
 
 
 @dataclass(frozen=True)
 class PlanLimits:
-    """What one plan allows; `max_lattices` None means unlimited."""
+    """What one plan allows; `max_lattices` None means unlimited. `running` computations at
+    once (None: as many as the pool gives one tenant, all its workers but one) and `waiting`
+    ones (None: the tenant's fair share of the queue alone bounds them); ADR 42."""
 
     max_vertices: int
     max_lattices: int | None
+    running: int | None
+    waiting: int | None
 
 
 PLAN_LIMITS: dict[str, PlanLimits] = {
-    "free": PlanLimits(max_vertices=10_000, max_lattices=5),
-    "starter": PlanLimits(max_vertices=100_000, max_lattices=50),
-    "professional": PlanLimits(max_vertices=1_000_000, max_lattices=500),
-    "enterprise": PlanLimits(max_vertices=MAX_VERTICES, max_lattices=None),
+    "free": PlanLimits(max_vertices=10_000, max_lattices=5, running=1, waiting=2),
+    "starter": PlanLimits(max_vertices=100_000, max_lattices=50, running=1, waiting=4),
+    "professional": PlanLimits(max_vertices=1_000_000, max_lattices=500, running=2, waiting=8),
+    "enterprise": PlanLimits(
+        max_vertices=MAX_VERTICES, max_lattices=None, running=None, waiting=None
+    ),
 }
 FALLBACK_PLAN = "free"
+
+logger = logging.getLogger(__name__)
+
+
+class PlanLookup(Protocol):
+    """Where a tenant's plan is read (services.common.ratelimit.TenantPlans: cached)."""
+
+    async def plan_of(self, tenant_id: str) -> str | None: ...
 
 
 def limits_for(plan: str) -> PlanLimits:
@@ -47,3 +65,21 @@ def check_lattice_count(plan: str, existing: int) -> None:
         raise ResourceExhausted(
             f"the {plan} plan allows at most {limit:,} lattices per tenant; delete one first"
         )
+
+
+def compute_share(tenant_id: str, plan: str | None) -> Share:
+    """The tenant's share of the compute pool under `plan` (unknown or None: the smallest)."""
+    limits = limits_for(plan or FALLBACK_PLAN)
+    return Share(tenant_id, max_running=limits.running, max_waiting=limits.waiting)
+
+
+async def share_of(plans: PlanLookup | None, tenant_id: str) -> Share:
+    """The tenant's compute share, its plan read from `plans`; when the plan cannot be read,
+    the smallest plan's share (work is still accepted, never more than any plan allows)."""
+    plan = None
+    if plans is not None:
+        try:
+            plan = await plans.plan_of(tenant_id)
+        except Exception:
+            logger.warning("could not read the plan of tenant %s", tenant_id, exc_info=True)
+    return compute_share(tenant_id, plan)

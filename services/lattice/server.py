@@ -18,7 +18,7 @@ from services.common.grpc_client import channel_options
 from services.common.interceptors.auth import AuthInterceptor
 from services.common.interceptors.ratelimit import RateLimitInterceptor, rate_limit_interceptor
 from services.common.internal_auth import INTERNAL_TOKEN_VARIABLE
-from services.common.ratelimit import PostgresPlanSource, RateLimiter
+from services.common.ratelimit import PostgresPlanSource, RateLimiter, TenantPlans
 from services.common.server import RunningService, build_server
 from services.common.wiring import open_database, remote_token_verifier
 from services.lattice import metrics
@@ -64,8 +64,7 @@ class Domain:
 
 def watch_compute(router: Router, resources: contextlib.AsyncExitStack) -> None:
     """Exports the router's queue depth and GPU memory until `resources` close."""
-    pool = router.cpu.pool
-    token = metrics.COMPUTE_GAUGES.add(lambda: pool.stats().waiting, router.gpu_memory_in_use_bytes)
+    token = metrics.COMPUTE_GAUGES.add(router.cpu.pool.stats, router.gpu_memory_in_use_bytes)
     resources.callback(metrics.COMPUTE_GAUGES.remove, token)
 
 
@@ -112,7 +111,16 @@ async def create_server(config: LatticeConfig) -> RunningService:
         store = PostgresLatticeStore(database)
         cache = FieldCache(config.cache_bytes)
         event_log = EventLog(store, relay.wake)
-        catalog = Catalog(store, compute, cache, event_log, max_compute_s=config.compute_deadline_s)
+        # One cache of plans for the tenant rate limit and the tenants' compute shares.
+        plans = TenantPlans(PostgresPlanSource(database), ttl_s=config.rate_limits.plan_cache_s)
+        catalog = Catalog(
+            store,
+            compute,
+            cache,
+            event_log,
+            max_compute_s=config.compute_deadline_s,
+            plans=plans,
+        )
         return await start_server(
             config.service,
             catalog,
@@ -123,7 +131,7 @@ async def create_server(config: LatticeConfig) -> RunningService:
             rate_limit=rate_limit_interceptor(
                 config.service.service_name,
                 RateLimiter(redis),
-                PostgresPlanSource(database),
+                plans,
                 config.rate_limits,
             ),
         )

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
+import psycopg
 
 
 def assert_status_body(reply: httpx.Response, http_status: int, grpc_code: int) -> None:
@@ -67,3 +69,13 @@ def assert_bad_request(reply: httpx.Response, field: str) -> None:
     ]
     assert [violation["field"] for violation in violations] == [field], body
     assert violations[0]["description"], body
+
+
+def set_plan(stack: Any, tenant: Tenant, plan: str) -> None:
+    """Moves the tenant to `plan`, as an operator would (straight in the database)."""
+    with (
+        psycopg.connect(stack.env["DATABASE_ADMIN_URL"], autocommit=True) as admin,
+        admin.transaction(),
+    ):
+        admin.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant.tenant_id,))
+        admin.execute("UPDATE tenants SET plan = %s WHERE id = %s", (plan, tenant.tenant_id))

@@ -11,13 +11,12 @@ from typing import Any
 import httpx
 import networkx as nx
 import numpy as np
-import psycopg
 import pytest
 
 from services.lattice.engine.field import blocked_mask, checksum
 from services.lattice.engine.fills import RandomFill, make_field
 from services.lattice.engine.geometry import Grid
-from tests.e2e.helpers import Tenant, assert_status_body
+from tests.e2e.helpers import Tenant, assert_status_body, set_plan
 
 pytestmark = pytest.mark.e2e
 
@@ -267,15 +266,6 @@ def test_the_plan_limit_names_plan_and_limit(gateway: httpx.Client, tenant: Tena
     assert_status_body(reply, 429, 8)
     assert "free" in reply.json()["message"]
     assert "10,000" in reply.json()["message"]
-
-
-def set_plan(stack: Any, tenant: Tenant, plan: str) -> None:
-    with (
-        psycopg.connect(stack.env["DATABASE_ADMIN_URL"], autocommit=True) as admin,
-        admin.transaction(),
-    ):
-        admin.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant.tenant_id,))
-        admin.execute("UPDATE tenants SET plan = %s WHERE id = %s", (plan, tenant.tenant_id))
 
 
 def test_a_professional_values_upload_passes_the_gateway(

@@ -4,8 +4,10 @@ service to a registered receiver, and not lost while the webhook service is down
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -13,7 +15,7 @@ import psycopg
 import pytest
 
 from devstack import Stack
-from tests.e2e.helpers import Tenant
+from tests.e2e.helpers import Tenant, set_plan
 from tests.unit.webhook.receiver import Receiver, running_receiver
 
 pytestmark = pytest.mark.e2e
@@ -115,3 +117,66 @@ def test_no_event_is_lost_while_the_webhook_service_is_down(
         Counter((event_type, lattice) for lattice in (first, second) for event_type in EXPECTED)
     )
     assert waiting_events(stack, tenant) == []
+
+
+def outbox_events(stack: Stack, tenant: Tenant, event_type: str) -> list[dict[str, Any]]:
+    """`data` of every event of that type the tenant's outbox holds, sent or not."""
+    with psycopg.connect(stack.env["DATABASE_ADMIN_URL"]) as conn:
+        rows = conn.execute(
+            "SELECT data FROM lattice_outbox WHERE tenant_id = %s AND event_type = %s ORDER BY seq",
+            (tenant.tenant_id, event_type),
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+def test_every_path_past_its_deadline_is_announced_once(
+    stack: Stack, gateway: httpx.Client, tenant: Tenant
+) -> None:
+    """Issue 11, item 5: gRPC cancels a handler at the caller's deadline, the same instant the
+    compute pool gives up; whichever won, the failure must be announced, and only once."""
+    set_plan(stack, tenant, "enterprise")
+    reply = gateway.post(
+        "/v1/lattices",
+        json={
+            "name": "slow",
+            "dimensions": 4,
+            "size": 40,
+            "random": {"seed": 1, "low": 0, "high": 1, "blocked_fraction": 0.25},
+        },
+        headers=tenant.headers,
+        timeout=120,
+    )
+    assert reply.status_code == 200, reply.text
+    lattice_id = reply.json()["id"]
+    # A*/FIELD corner to corner takes seconds here; half a second cannot be met. Four at once:
+    # one runs and the others wait in the queue, so the deadline finds computations both
+    # running and waiting. While killed workers are replaced, a request may find the tenant's
+    # share of the queue full: refused (429), which is not announced.
+    query = [("start", 0)] * 4 + [("end", 39)] * 4 + [("algorithm", "ASTAR"), ("cost", "FIELD")]
+    at_once, rounds = 4, 3
+
+    def attempt(_: int) -> int:
+        reply = gateway.get(
+            f"/v1/lattices/{lattice_id}/path",
+            params=query,
+            headers={**tenant.headers, "grpc-timeout": "500m"},
+            timeout=30,
+        )
+        return reply.status_code
+
+    statuses: Counter[int] = Counter()
+    with ThreadPoolExecutor(at_once) as clients:
+        for _ in range(rounds):
+            statuses.update(clients.map(attempt, range(at_once)))
+    assert set(statuses) <= {504, 429}, statuses
+    timed_out = statuses[504]
+    assert timed_out >= at_once * rounds // 2, statuses
+    deadline = time.monotonic() + 10
+    while len(outbox_events(stack, tenant, "computation.failed")) < timed_out:
+        assert time.monotonic() < deadline, outbox_events(stack, tenant, "computation.failed")
+        time.sleep(0.1)
+    failed = outbox_events(stack, tenant, "computation.failed")
+    assert len(failed) == timed_out, failed
+    assert {(event["lattice_id"], event["operation"], event["code"]) for event in failed} == {
+        (lattice_id, "path", "DEADLINE_EXCEEDED")
+    }

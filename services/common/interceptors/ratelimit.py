@@ -118,7 +118,10 @@ def rate_limit_interceptor(
     *,
     address_limits: Mapping[str, AddressLimit] | None = None,
 ) -> RateLimitInterceptor:
-    """The interceptor every service installs: tenant limits by plan, plus `address_limits`."""
+    """The interceptor every service installs: tenant limits by plan, plus `address_limits`.
+
+    `plans` already a TenantPlans (a service that reads plans for more than this) is used as
+    it is, so the process keeps one cache of plans."""
     tenant = TenantLimit(
         Limit(
             limiter,
@@ -126,7 +129,7 @@ def rate_limit_interceptor(
             name=TENANT_LIMIT,
             message="request rate limit of your plan exceeded; retry later",
         ),
-        TenantPlans(plans, ttl_s=config.plan_cache_s),
+        plans if isinstance(plans, TenantPlans) else TenantPlans(plans, ttl_s=config.plan_cache_s),
         config,
     )
     return RateLimitInterceptor(

@@ -37,8 +37,10 @@ from services.lattice.engine.cpu_pool import (
     FillJob,
     Lane,
     PathJob,
+    Share,
     TransformJob,
 )
+from services.lattice.engine.fair_queue import UNATTRIBUTED
 from services.lattice.engine.field import Field
 from services.lattice.engine.fills import Fill, RandomFill, check_fill, make_field
 from services.lattice.engine.geometry import Grid
@@ -101,20 +103,29 @@ class AnalysisOutcome:
 
 class ComputeBackend(Protocol):
     """What the lattice service calls. Every method is a coroutine that never blocks the event
-    loop; `deadline_s` is the time left (gRPC's `context.time_remaining()`), None for none.
+    loop; `deadline_s` is the time left (gRPC's `context.time_remaining()`), None for none;
+    `share` the tenant the work is for and its plan's compute caps (fair_queue.Share; None:
+    unattributed, as tests and tools that call the engine directly are).
 
     `elapsed_ms` counts from when a device (a worker process or the GPU) took the job until its
     result was back, copies of the field included and time spent waiting in a queue excluded.
     Errors: the engine's domain errors (InvalidArgument, NotFound, FailedPrecondition),
-    DeadlineExceeded, ResourceExhausted (queue full), Unavailable (a worker died; retry).
+    DeadlineExceeded, ResourceExhausted (the tenant's share of the queue is full),
+    Unavailable (a worker died; retry).
     """
 
     async def make_field(
-        self, grid: Grid, fill: Fill, *, deadline_s: float | None = None
+        self, grid: Grid, fill: Fill, *, deadline_s: float | None = None, share: Share | None = None
     ) -> FieldOutcome: ...
 
     async def transform(
-        self, grid: Grid, field: FieldLike, op: TransformOp, *, deadline_s: float | None = None
+        self,
+        grid: Grid,
+        field: FieldLike,
+        op: TransformOp,
+        *,
+        deadline_s: float | None = None,
+        share: Share | None = None,
     ) -> TransformOutcome: ...
 
     async def find_path(
@@ -128,10 +139,16 @@ class ComputeBackend(Protocol):
         *,
         blocked_count: int | None = None,
         deadline_s: float | None = None,
+        share: Share | None = None,
     ) -> PathOutcome: ...
 
     async def analyze(
-        self, grid: Grid, field: FieldLike, *, deadline_s: float | None = None
+        self,
+        grid: Grid,
+        field: FieldLike,
+        *,
+        deadline_s: float | None = None,
+        share: Share | None = None,
     ) -> AnalysisOutcome: ...
 
 
@@ -274,7 +291,7 @@ class CpuBackend:
         return Lane.LIGHT if work.vertices <= self.light_vertices or closed_form else Lane.HEAVY
 
     async def make_field(
-        self, grid: Grid, fill: Fill, *, deadline_s: float | None = None
+        self, grid: Grid, fill: Fill, *, deadline_s: float | None = None, share: Share | None = None
     ) -> FieldOutcome:
         vertices = grid.vertex_count
         if not isinstance(fill, RandomFill):
@@ -284,13 +301,24 @@ class CpuBackend:
             return FieldOutcome(field, "cpu", (time.perf_counter() - started) * 1000)
         lane = self.lane(Work("fill", vertices, fill=fill))
         outcome = await self.pool.run(
-            FillJob(grid, fill), None, vertices=vertices, lane=lane, deadline_s=deadline_s
+            FillJob(grid, fill),
+            None,
+            vertices=vertices,
+            lane=lane,
+            deadline_s=deadline_s,
+            share=share,
         )
         assert outcome.field is not None
         return FieldOutcome(outcome.field, "cpu", outcome.elapsed_ms)
 
     async def transform(
-        self, grid: Grid, field: FieldLike, op: TransformOp, *, deadline_s: float | None = None
+        self,
+        grid: Grid,
+        field: FieldLike,
+        op: TransformOp,
+        *,
+        deadline_s: float | None = None,
+        share: Share | None = None,
     ) -> TransformOutcome:
         vertices = grid.vertex_count
         outcome = await self.pool.run(
@@ -299,6 +327,7 @@ class CpuBackend:
             vertices=vertices,
             lane=self.lane(Work("transform", vertices, op=op)),
             deadline_s=deadline_s,
+            share=share,
         )
         assert outcome.field is not None
         return TransformOutcome(outcome.field, outcome.value, "cpu", outcome.elapsed_ms)
@@ -314,17 +343,28 @@ class CpuBackend:
         *,
         blocked_count: int | None = None,
         deadline_s: float | None = None,
+        share: Share | None = None,
     ) -> PathOutcome:
         vertices = grid.vertex_count
         work = Work("path", vertices, algorithm=algorithm, cost=cost, blocked_count=blocked_count)
         job = PathJob(grid, tuple(start), tuple(end), algorithm, cost, blocked_count)
         outcome = await self.pool.run(
-            job, field, vertices=vertices, lane=self.lane(work), deadline_s=deadline_s
+            job,
+            field,
+            vertices=vertices,
+            lane=self.lane(work),
+            deadline_s=deadline_s,
+            share=share,
         )
         return PathOutcome(outcome.value, "cpu", outcome.elapsed_ms)
 
     async def analyze(
-        self, grid: Grid, field: FieldLike, *, deadline_s: float | None = None
+        self,
+        grid: Grid,
+        field: FieldLike,
+        *,
+        deadline_s: float | None = None,
+        share: Share | None = None,
     ) -> AnalysisOutcome:
         vertices = grid.vertex_count
         outcome = await self.pool.run(
@@ -333,6 +373,7 @@ class CpuBackend:
             vertices=vertices,
             lane=self.lane(Work("analysis", vertices)),
             deadline_s=deadline_s,
+            share=share,
         )
         return AnalysisOutcome(outcome.value, "cpu", outcome.elapsed_ms)
 
@@ -357,6 +398,7 @@ class Router:
         self.gpu = gpu
         self.mode = mode
         self.model = model or CostModel()
+        self._on_gpu: set[str] = set()  # tenants with a job on the GPU or waiting for it
         if mode == "gpu" and gpu is None:
             logger.warning("COMPUTE_DEVICE=gpu but no usable GPU was found; running on the CPU")
 
@@ -376,25 +418,33 @@ class Router:
         return None if self.gpu is None else self.gpu.memory_in_use_bytes()
 
     async def make_field(
-        self, grid: Grid, fill: Fill, *, deadline_s: float | None = None
+        self, grid: Grid, fill: Fill, *, deadline_s: float | None = None, share: Share | None = None
     ) -> FieldOutcome:
         check_fill(grid, fill)
         work = Work("fill", grid.vertex_count, fill=fill)
         return await self._route(
             work,
             deadline_s,
-            lambda backend, left: backend.make_field(grid, fill, deadline_s=left),
+            share,
+            lambda backend, left: backend.make_field(grid, fill, deadline_s=left, share=share),
         )
 
     async def transform(
-        self, grid: Grid, field: FieldLike, op: TransformOp, *, deadline_s: float | None = None
+        self,
+        grid: Grid,
+        field: FieldLike,
+        op: TransformOp,
+        *,
+        deadline_s: float | None = None,
+        share: Share | None = None,
     ) -> TransformOutcome:
         validate(grid, op)
         work = Work("transform", grid.vertex_count, op=op)
         return await self._route(
             work,
             deadline_s,
-            lambda backend, left: backend.transform(grid, field, op, deadline_s=left),
+            share,
+            lambda backend, left: backend.transform(grid, field, op, deadline_s=left, share=share),
         )
 
     async def find_path(
@@ -408,6 +458,7 @@ class Router:
         *,
         blocked_count: int | None = None,
         deadline_s: float | None = None,
+        share: Share | None = None,
     ) -> PathOutcome:
         work = Work(
             "path", grid.vertex_count, algorithm=algorithm, cost=cost, blocked_count=blocked_count
@@ -415,6 +466,7 @@ class Router:
         return await self._route(
             work,
             deadline_s,
+            share,
             lambda backend, left: backend.find_path(
                 grid,
                 field,
@@ -424,15 +476,24 @@ class Router:
                 cost,
                 blocked_count=blocked_count,
                 deadline_s=left,
+                share=share,
             ),
         )
 
     async def analyze(
-        self, grid: Grid, field: FieldLike, *, deadline_s: float | None = None
+        self,
+        grid: Grid,
+        field: FieldLike,
+        *,
+        deadline_s: float | None = None,
+        share: Share | None = None,
     ) -> AnalysisOutcome:
         work = Work("analysis", grid.vertex_count)
         return await self._route(
-            work, deadline_s, lambda backend, left: backend.analyze(grid, field, deadline_s=left)
+            work,
+            deadline_s,
+            share,
+            lambda backend, left: backend.analyze(grid, field, deadline_s=left, share=share),
         )
 
     async def close(self) -> None:
@@ -444,10 +505,17 @@ class Router:
         self,
         work: Work,
         deadline_s: float | None,
+        share: Share | None,
         call: Callable[[ComputeBackend, float | None], Awaitable[_T]],
     ) -> _T:
         deadline = None if deadline_s is None else time.monotonic() + deadline_s
-        if self.gpu is not None and self.choose(work) == "gpu":
+        # The GPU runs one job at a time, first come first served: one job per tenant there
+        # (running or waiting for it) keeps a tenant's burst from queueing ahead of the others;
+        # the rest of the burst goes to the CPU pool, whose queue is fair.
+        tenant = None if share is None or share.tenant == UNATTRIBUTED else share.tenant
+        if self.gpu is not None and tenant not in self._on_gpu and self.choose(work) == "gpu":
+            if tenant is not None:
+                self._on_gpu.add(tenant)
             try:
                 return await call(self.gpu, _remaining(deadline))
             except GpuFailure as failure:
@@ -459,6 +527,9 @@ class Router:
                     work.vertices,
                     failure,
                 )
+            finally:
+                if tenant is not None:
+                    self._on_gpu.discard(tenant)
         return await call(self.cpu, _remaining(deadline))
 
 

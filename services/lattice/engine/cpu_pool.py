@@ -14,10 +14,12 @@ cpu_worker.py. Design (README.md in this folder has the long form):
   sending, deadline, cancellation, worker crash). Workers never register segments with the
   resource tracker, so only the parent owns them, and if the parent itself dies the tracker
   unlinks what is left.
-- Lanes: `light_workers` workers are reserved for LIGHT jobs (small lattices, closed forms); the
-  others take any job, oldest first. A heavy burst therefore never delays a light request by more
-  than one light job, and light jobs spill over onto idle heavy workers.
-- At most `max_queue` jobs wait for a worker; one more raises ResourceExhausted at once.
+- Waiting jobs queue per tenant and are served in turn, each tenant within a cap on its running
+  jobs and a fair share of `max_queue` waiting ones; a tenant over its share is refused at once
+  (ResourceExhausted), never one within it. The rules are fair_queue.py's.
+- Lanes: `light_workers` workers are reserved for LIGHT jobs (small lattices, closed forms), and
+  for a tenant's only job when nothing else is free (fair_queue.py); light jobs spill over onto
+  idle shared workers.
 - Each worker warms the numba kernels up (from the on-disk cache) before it takes work.
 """
 
@@ -25,14 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import itertools
 import logging
 import multiprocessing
 import os
 import secrets
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -59,6 +59,7 @@ from services.lattice.engine.cpu_worker import (
     leaves_field_intact,
     worker_main,
 )
+from services.lattice.engine.fair_queue import UNATTRIBUTED, FairQueue, Lane, QueueFull, Share
 from services.lattice.engine.field import FIELD_DTYPE, Field
 from services.lattice.engine.segments import DEFAULT_KEEP_BYTES, SegmentStock, copy_into, copy_out
 
@@ -75,6 +76,7 @@ __all__ = [
     "Lane",
     "PathJob",
     "PoolStats",
+    "Share",
     "SpinJob",
     "TransformJob",
     "WorkerError",
@@ -92,13 +94,6 @@ START_TIMEOUT_S = 600.0
 _RESPAWN_BACKOFF_S = (0.5, 30.0)
 
 
-class Lane(enum.Enum):
-    """LIGHT jobs may use the reserved workers; HEAVY jobs only the shared ones."""
-
-    LIGHT = "light"
-    HEAVY = "heavy"
-
-
 @dataclass(frozen=True)
 class JobOutcome(Generic[T]):
     """What a job returned, the field as it left it (write/fill jobs), and its timings."""
@@ -111,13 +106,16 @@ class JobOutcome(Generic[T]):
 
 @dataclass(frozen=True)
 class PoolStats:
-    """A snapshot for metrics: workers alive and ready, jobs running and waiting."""
+    """A snapshot for metrics: workers alive and ready, jobs running and waiting, tenants with
+    jobs in the pool, and refusals so far by reason (fair_queue.QueueFull)."""
 
     workers: int
     ready: int
     busy: int
     waiting: int
     max_queue: int
+    tenants: int = 0
+    refusals: dict[str, int] = field(default_factory=dict)
 
 
 class WorkerError(RuntimeError):
@@ -173,7 +171,11 @@ class CpuPool:
         self._stock = SegmentStock(self.segment_prefix, keep_bytes=keep_segment_bytes)
         self._job_ids = itertools.count()
         self._slots: list[_Worker | None] = [None] * workers
-        self._waiting: deque[_Waiter] = deque()
+        # A tenant never holds every worker: one is always left for the others.
+        self._queue: FairQueue[asyncio.Future[_Worker]] = FairQueue(
+            max_queue=self.max_queue, tenant_cap=max(1, workers - 1)
+        )
+        self._refusals = {"share": 0, "plan": 0}
         self._background: set[asyncio.Task[None]] = set()
         self._idle_changed = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -209,10 +211,9 @@ class CpuPool:
             return
         self._closing = True
         self._stopping.set()
-        while self._waiting:
-            waiter = self._waiting.popleft()
-            if not waiter.future.done():
-                waiter.future.set_exception(Unavailable("the compute pool is shutting down"))
+        for ticket in self._queue.drain():
+            if not ticket.item.done():
+                ticket.item.set_exception(Unavailable("the compute pool is shutting down"))
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(grace_s):
                 while any(w is not None and w.busy and not w.dead for w in self._slots):
@@ -246,8 +247,10 @@ class CpuPool:
             workers=len(alive),
             ready=sum(w.ready for w in alive),
             busy=sum(w.busy for w in alive),
-            waiting=len(self._waiting),
+            waiting=self._queue.waiting(),
             max_queue=self.max_queue,
+            tenants=self._queue.active_tenants(),
+            refusals=dict(self._refusals),
         )
 
     def worker_pids(self) -> list[int]:
@@ -268,11 +271,13 @@ class CpuPool:
         vertices: int,
         lane: Lane = Lane.HEAVY,
         deadline_s: float | None = None,
+        share: Share | None = None,
     ) -> JobOutcome[T]:
         """Runs `job` on a worker with `field` (V = `vertices` float32) in shared memory.
 
-        `deadline_s` is the time left (gRPC's `time_remaining()`), None for none. Raises
-        ResourceExhausted when the queue is full, DeadlineExceeded when the deadline passes
+        `deadline_s` is the time left (gRPC's `time_remaining()`), None for none; `share` the
+        tenant it runs for and its plan's caps (None: unattributed). Raises ResourceExhausted
+        when the tenant's share of the queue is full, DeadlineExceeded when the deadline passes
         (the worker is killed and replaced), Unavailable when the worker dies or the pool is
         closing, the job's own DomainError, or WorkerError for anything unexpected.
         """
@@ -286,7 +291,8 @@ class CpuPool:
         deadline = None if deadline_s is None else loop.time() + deadline_s
         if deadline is not None and deadline <= loop.time():
             raise DeadlineExceeded("the deadline passed before the computation started")
-        worker = await self._acquire(lane, deadline)
+        share = share or Share(UNATTRIBUTED)
+        worker = await self._acquire(share, lane, deadline)
         assigned = time.perf_counter()
         segment: SharedMemory | None = None
         held, sent, finished, intact = True, False, False, False
@@ -305,7 +311,7 @@ class CpuPool:
                     # not started, so another worker may take it.
                     held = False
                     self._retire(worker, kill=True)
-                    worker = await self._acquire(lane, deadline)
+                    worker = await self._acquire(share, lane, deadline)
                     held = True
             reply = loop.create_future()
             worker.reply = reply
@@ -356,22 +362,25 @@ class CpuPool:
 
     # Workers and the queue
 
-    async def _acquire(self, lane: Lane, deadline: float | None) -> _Worker:
-        worker = self._idle_worker(lane)
-        if worker is not None:
-            worker.busy = True
-            return worker
-        if len(self._waiting) >= self.max_queue:
-            raise ResourceExhausted("compute queue is full", retry_after_s=1)
-        waiter = _Waiter(lane, asyncio.get_running_loop().create_future())
-        self._waiting.append(waiter)
+    async def _acquire(self, share: Share, lane: Lane, deadline: float | None) -> _Worker:
+        queue = self._queue
+        if queue.may_start(share):
+            worker = self._idle_worker(lane, spill=queue.running(share.tenant) == 0)
+            if worker is not None:
+                self._take(worker, share)
+                return worker
+        try:
+            queue.check_room(share)
+        except QueueFull as full:
+            self._refusals[full.reason] += 1
+            raise ResourceExhausted("compute queue is full", retry_after_s=1) from None
+        future: asyncio.Future[_Worker] = asyncio.get_running_loop().create_future()
+        ticket = queue.push(share, lane, future)
         try:
             async with asyncio.timeout_at(deadline):
-                return await waiter.future
+                return await future
         except BaseException as exc:
-            with contextlib.suppress(ValueError):
-                self._waiting.remove(waiter)
-            future = waiter.future
+            queue.remove(ticket)
             if future.done() and not future.cancelled() and future.exception() is None:
                 # Handed a worker just as we gave up: give it back.
                 self._release(future.result())
@@ -381,29 +390,30 @@ class CpuPool:
                 ) from None
             raise
 
-    def _idle_worker(self, lane: Lane) -> _Worker | None:
+    def _idle_worker(self, lane: Lane, spill: bool = False) -> _Worker | None:
         idle = [w for w in self._slots if w is not None and w.ready and not w.busy and not w.dead]
-        if lane is Lane.LIGHT:
-            # Reserved workers first, so the shared ones stay free for heavy work.
-            idle.sort(key=lambda w: not w.reserved)
-        else:
+        # Shared workers first for heavy work; reserved ones first for light work, so the
+        # shared ones stay free for heavy work. A heavy job spills only when told to.
+        idle.sort(key=lambda w: w.reserved is (lane is Lane.HEAVY))
+        if lane is Lane.HEAVY and not spill:
             idle = [w for w in idle if not w.reserved]
         return idle[0] if idle else None
 
+    def _take(self, worker: _Worker, share: Share) -> None:
+        worker.busy, worker.share = True, share
+        self._queue.started(share)
+
     def _release(self, worker: _Worker) -> None:
-        worker.busy = False
+        if worker.share is not None:
+            self._queue.finished(worker.share)
+        worker.busy, worker.share = False, None
         self._dispatch()
 
     def _dispatch(self) -> None:
-        for waiter in list(self._waiting):
-            if waiter.future.done():
-                self._waiting.remove(waiter)
-                continue
-            worker = self._idle_worker(waiter.lane)
-            if worker is not None:
-                worker.busy = True
-                self._waiting.remove(waiter)
-                waiter.future.set_result(worker)
+        while (found := self._queue.pop_next(self._idle_worker, _pending)) is not None:
+            ticket, worker = found
+            worker.busy, worker.share = True, ticket.share  # pop_next counted it as started
+            ticket.item.set_result(worker)
         self._idle_changed.set()
 
     async def _spawn(self, slot: int) -> None:
@@ -472,8 +482,12 @@ class CpuPool:
         worker.conn.close()
         if worker.reply is not None and not worker.reply.done():
             worker.reply.set_exception(Unavailable("a compute worker stopped; please retry"))
+        if worker.share is not None:
+            # Its job is over: the tenant's turn may come on another worker.
+            self._queue.finished(worker.share)
+            worker.share = None
         self._track(self._replace(worker))
-        self._idle_changed.set()
+        self._dispatch()
 
     async def _replace(self, worker: _Worker) -> None:
         """Reaps a retired worker's process, then (unless closing) starts its successor."""
@@ -502,15 +516,14 @@ class _Worker:
     ready: bool = False
     busy: bool = False
     dead: bool = False
+    share: Share | None = None  # whose job it runs, while busy
     reply: asyncio.Future[tuple[str, Any, float]] | None = field(default=None, repr=False)
     # Segments discarded since this worker's last job: it unmaps them with the next one.
     forget: list[str] = field(default_factory=list, repr=False)
 
 
-@dataclass(eq=False)
-class _Waiter:
-    lane: Lane
-    future: asyncio.Future[_Worker]
+def _pending(future: asyncio.Future[_Worker]) -> bool:
+    return not future.done()
 
 
 async def _reap(process: BaseProcess) -> None:

@@ -37,6 +37,7 @@ from services.lattice.engine.compute import (
     Work,
 )
 from services.lattice.engine.cpu_pool import FieldLike
+from services.lattice.engine.fair_queue import Share
 from services.lattice.engine.field import FIELD_DTYPE, Field, checksum
 from services.lattice.engine.fills import GOLDEN, U64_MASK, Fill, RandomFill, random_parameters
 from services.lattice.engine.geometry import Grid
@@ -170,7 +171,7 @@ class GpuBackend:
     # ComputeBackend
 
     async def make_field(
-        self, grid: Grid, fill: Fill, *, deadline_s: float | None = None
+        self, grid: Grid, fill: Fill, *, deadline_s: float | None = None, share: Share | None = None
     ) -> FieldOutcome:
         if not isinstance(fill, RandomFill):
             raise GpuFailure("unsupported", "only the random fill runs on the GPU")
@@ -179,7 +180,13 @@ class GpuBackend:
         return FieldOutcome(field, "gpu", elapsed)
 
     async def transform(
-        self, grid: Grid, field: FieldLike, op: TransformOp, *, deadline_s: float | None = None
+        self,
+        grid: Grid,
+        field: FieldLike,
+        op: TransformOp,
+        *,
+        deadline_s: float | None = None,
+        share: Share | None = None,
     ) -> TransformOutcome:
         validate(grid, op)
         host = _host_field(field, grid.vertex_count)
@@ -200,6 +207,7 @@ class GpuBackend:
         *,
         blocked_count: int | None = None,
         deadline_s: float | None = None,
+        share: Share | None = None,
     ) -> PathOutcome:
         work = Work(
             "path", grid.vertex_count, algorithm=algorithm, cost=cost, blocked_count=blocked_count
@@ -219,7 +227,12 @@ class GpuBackend:
         return PathOutcome(result, "gpu", elapsed)
 
     async def analyze(
-        self, grid: Grid, field: FieldLike, *, deadline_s: float | None = None
+        self,
+        grid: Grid,
+        field: FieldLike,
+        *,
+        deadline_s: float | None = None,
+        share: Share | None = None,
     ) -> AnalysisOutcome:
         raise GpuFailure("unsupported", "analysis runs on the CPU")
 

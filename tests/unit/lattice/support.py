@@ -29,6 +29,7 @@ from services.lattice.engine.compute import (
     TransformOutcome,
 )
 from services.lattice.engine.cpu_pool import FieldLike
+from services.lattice.engine.fair_queue import Share
 from services.lattice.engine.fills import Fill, check_fill, make_field
 from services.lattice.engine.geometry import Grid
 from services.lattice.engine.paths import Algorithm, Cost, find_path
@@ -210,7 +211,7 @@ class InlineCompute:
         return time.perf_counter()
 
     async def make_field(
-        self, grid: Grid, fill: Fill, *, deadline_s: float | None = None
+        self, grid: Grid, fill: Fill, *, deadline_s: float | None = None, share: Share | None = None
     ) -> FieldOutcome:
         check_fill(grid, fill)
         started = self._start("fill", deadline_s)
@@ -218,7 +219,13 @@ class InlineCompute:
         return FieldOutcome(values, "cpu", (time.perf_counter() - started) * 1000)
 
     async def transform(
-        self, grid: Grid, field: FieldLike, op: TransformOp, *, deadline_s: float | None = None
+        self,
+        grid: Grid,
+        field: FieldLike,
+        op: TransformOp,
+        *,
+        deadline_s: float | None = None,
+        share: Share | None = None,
     ) -> TransformOutcome:
         started = self._start("transform", deadline_s)
         copy = np.array(field, dtype=np.float32)
@@ -236,6 +243,7 @@ class InlineCompute:
         *,
         blocked_count: int | None = None,
         deadline_s: float | None = None,
+        share: Share | None = None,
     ) -> PathOutcome:
         started = self._start("path", deadline_s)
         copy = np.array(field, dtype=np.float32)
@@ -253,7 +261,12 @@ class InlineCompute:
         return PathOutcome(result, "cpu", (time.perf_counter() - started) * 1000)
 
     async def analyze(
-        self, grid: Grid, field: FieldLike, *, deadline_s: float | None = None
+        self,
+        grid: Grid,
+        field: FieldLike,
+        *,
+        deadline_s: float | None = None,
+        share: Share | None = None,
     ) -> AnalysisOutcome:
         started = self._start("analysis", deadline_s)
         copy = np.array(field, dtype=np.float32)

@@ -34,6 +34,7 @@ from services.lattice.engine.cpu_pool import (
     CrashJob,
     Lane,
     PathJob,
+    Share,
     SpinJob,
     TransformJob,
 )
@@ -368,6 +369,51 @@ async def test_light_jobs_spill_onto_idle_heavy_workers() -> None:
             *(lanes.run(SpinJob(0.5), TINY, vertices=64, lane=Lane.LIGHT) for _ in range(2))
         )
         assert len({outcome.value for outcome in pids}) == 2
+
+
+async def test_a_flooding_tenant_is_refused_and_another_tenant_never_waits_for_it() -> None:
+    """Issue 11, item 1, on real workers: one tenant's burst of long jobs fills its share of
+    the queue and no more; another tenant's short jobs all start at once on the worker the
+    flood may not take."""
+    async with CpuPool(
+        workers=2, light_workers=1, max_queue=4, warm_up=False, test_hooks=True
+    ) as pool:
+        flood_share, light_share = Share("flood"), Share("light", max_running=1, max_waiting=2)
+
+        async def flood_job() -> str:
+            try:
+                await pool.run(SpinJob(30), TINY, vertices=64, share=flood_share)
+            except ResourceExhausted as refused:
+                return f"refused, retry after {refused.retry_after_s}"
+            return "ran"
+
+        flood = [asyncio.ensure_future(flood_job()) for _ in range(10)]
+        # Alone, it runs one job (all workers but one) and queues max_queue of them.
+        deadline = time.monotonic() + 30
+        while sum(task.done() for task in flood) < 5:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        assert [task.result() for task in flood if task.done()] == ["refused, retry after 1"] * 5
+        assert (pool.stats().busy, pool.stats().waiting) == (1, 4)
+        for _ in range(5):
+            started = time.monotonic()
+            outcome = await pool.run(
+                SpinJob(0.05), TINY, vertices=64, lane=Lane.HEAVY, share=light_share
+            )
+            assert isinstance(outcome.value, int)
+            assert time.monotonic() - started < 5  # never behind a 30 s job
+        # While the light tenant computes, the queue is split: the flood is over its share.
+        light = asyncio.ensure_future(
+            pool.run(SpinJob(1), TINY, vertices=64, lane=Lane.HEAVY, share=light_share)
+        )
+        while pool.stats().tenants < 2 or pool.stats().busy < 2:  # noqa: ASYNC110 - polls the pool
+            await asyncio.sleep(0.01)
+        assert await flood_job() == "refused, retry after 1"
+        assert pool.stats().refusals["share"] == 6
+        await light
+        for task in flood:
+            task.cancel()
+        await asyncio.gather(*flood, return_exceptions=True)
 
 
 @needs_dev_shm

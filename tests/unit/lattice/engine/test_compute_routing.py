@@ -3,6 +3,7 @@ the compute configuration. The GPU here is a test double; the CPU is the real wo
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 
 import numpy as np
@@ -26,6 +27,7 @@ from services.lattice.engine.compute import (
     open_compute,
 )
 from services.lattice.engine.cpu_pool import CpuPool, FieldLike
+from services.lattice.engine.fair_queue import Share
 from services.lattice.engine.field import FIELD_DTYPE, checksum
 from services.lattice.engine.fills import Fill, RandomFill, make_field
 from services.lattice.engine.geometry import Grid
@@ -77,13 +79,19 @@ class FakeGpu:
             raise self.failure
 
     async def make_field(
-        self, grid: Grid, fill: Fill, *, deadline_s: float | None = None
+        self, grid: Grid, fill: Fill, *, deadline_s: float | None = None, share: Share | None = None
     ) -> FieldOutcome:
         self._ran("make_field")
         return FieldOutcome(make_field(grid, fill), "gpu", 1.0)
 
     async def transform(
-        self, grid: Grid, field: FieldLike, op: TransformOp, *, deadline_s: float | None = None
+        self,
+        grid: Grid,
+        field: FieldLike,
+        op: TransformOp,
+        *,
+        deadline_s: float | None = None,
+        share: Share | None = None,
     ) -> TransformOutcome:
         self._ran("transform")
         out = (
@@ -104,12 +112,18 @@ class FakeGpu:
         *,
         blocked_count: int | None = None,
         deadline_s: float | None = None,
+        share: Share | None = None,
     ) -> PathOutcome:
         self._ran("find_path")
         raise AssertionError("not used")
 
     async def analyze(
-        self, grid: Grid, field: FieldLike, *, deadline_s: float | None = None
+        self,
+        grid: Grid,
+        field: FieldLike,
+        *,
+        deadline_s: float | None = None,
+        share: Share | None = None,
     ) -> AnalysisOutcome:
         raise AssertionError("analysis is never routed to the GPU")
 
@@ -253,3 +267,44 @@ async def test_open_compute_without_cupy_routes_to_the_cpu() -> None:
         )
     finally:
         await routed.close()
+
+
+class HeldGpu(FakeGpu):
+    """A FakeGpu whose transforms wait until released, to hold the device busy."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def transform(
+        self,
+        grid: Grid,
+        field: FieldLike,
+        op: TransformOp,
+        *,
+        deadline_s: float | None = None,
+        share: Share | None = None,
+    ) -> TransformOutcome:
+        self.entered.set()
+        await self.release.wait()
+        return await super().transform(grid, field, op, deadline_s=deadline_s, share=share)
+
+
+@MODULE
+async def test_a_tenant_has_one_job_at_a_time_on_the_gpu_the_rest_on_the_cpu(
+    pool: CpuPool,
+) -> None:
+    gpu = HeldGpu()
+    routed = Router(CpuBackend(pool), gpu, mode="gpu")
+    op = Rotate(0, 1, 1)
+    first = asyncio.ensure_future(routed.transform(GRID, FIELD, op, share=Share("a")))
+    await asyncio.wait_for(gpu.entered.wait(), 5)
+    # The device is busy with a's job: a's next one does not queue behind it there.
+    second = await asyncio.wait_for(routed.transform(GRID, FIELD, op, share=Share("a")), 30)
+    assert second.device == "cpu"
+    other = asyncio.ensure_future(routed.transform(GRID, FIELD, op, share=Share("b")))
+    gpu.release.set()
+    assert (await first).device == "gpu"
+    assert (await other).device == "gpu"
+    assert (await routed.transform(GRID, FIELD, op, share=Share("a"))).device == "gpu"
