@@ -5,6 +5,7 @@ import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import pytest
 from jose import jwt
@@ -149,8 +150,9 @@ def signed(keys: KeyRing, **changes: object) -> str:
         {"tenant_id": "{" + TENANT + "}"},
         {"sub": "admin"},
         {"sub": ""},
-        {"iat": int(time.time()) + 3600},
-        {"iat": int(time.time()) + 120},  # twice MAX_IAT_SKEW_S
+        # iat relative to when the test runs (parameters are built at collection, minutes before)
+        {"iat_ahead_s": 3600},
+        {"iat_ahead_s": 120},  # twice MAX_IAT_SKEW_S
     ],
     ids=[
         "tenant_id-not-a-uuid",
@@ -166,8 +168,11 @@ def signed(keys: KeyRing, **changes: object) -> str:
 async def test_a_genuinely_signed_token_with_a_bad_id_or_future_iat_is_refused(
     keys: KeyRing, changes: dict[str, object]
 ) -> None:
+    claims = dict(changes)
+    if "iat_ahead_s" in claims:
+        claims["iat"] = int(time.time()) + cast(int, claims.pop("iat_ahead_s"))
     with pytest.raises(Unauthenticated):
-        await verifier_for(keys).verify(signed(keys, **changes))
+        await verifier_for(keys).verify(signed(keys, **claims))
 
 
 async def test_an_iat_a_little_ahead_is_clock_skew_and_accepted(keys: KeyRing) -> None:
