@@ -104,7 +104,7 @@ fuzz: system-deps protos ## schemathesis on every operation of /openapi.json thr
 lint: protos $(BUF) ## ruff, mypy (strict on services/), buf lint and buf breaking against main
 	@$(BIN)/ruff check .
 	@$(BIN)/ruff format --check .
-	@$(BIN)/mypy services devstack gateway
+	@$(BIN)/mypy services devstack gateway deploy
 	@$(BUF) lint
 	@bash scripts/buf-breaking.sh
 

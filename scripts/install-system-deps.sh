@@ -11,6 +11,9 @@ command -v npm >/dev/null 2>&1 || need+=(npm)
 # Headless browser for the gateway's /docs and /redoc pages (tests/e2e/test_gateway_docs.py).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+# promtool and amtool check the monitoring rules and routes (tests/monitoring/).
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v amtool >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 
 if ((${#need[@]} == 0)); then
   exit 0
@@ -27,5 +30,5 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 # Debian starts packaged services on install; the stack runs its own instances instead.
 if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
-  $SUDO systemctl disable --now redis-server postgresql >/dev/null 2>&1 || true
+  $SUDO systemctl disable --now redis-server postgresql prometheus prometheus-alertmanager >/dev/null 2>&1 || true
 fi
