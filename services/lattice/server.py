@@ -77,7 +77,7 @@ async def create_server(config: LatticeConfig) -> RunningService:
     resources = contextlib.AsyncExitStack()
     try:
         database = await open_database(config.service, resources)
-        redis = await open_redis(config.service.redis_url)
+        redis = await open_redis(config.service.redis_url, service=config.service.service_name)
         resources.push_async_callback(redis.aclose)
         denylist = Denylist(redis)
         verifier = remote_token_verifier(
@@ -169,7 +169,11 @@ async def start_server(
         register=register,
         resources=resources,
         auth_interceptor=AuthInterceptor(
-            verifier, public_methods=PUBLIC_METHODS, denylist=denylist, api_keys=api_keys
+            verifier,
+            service=config.service_name,
+            public_methods=PUBLIC_METHODS,
+            denylist=denylist,
+            api_keys=api_keys,
         ),
         rate_limit_interceptor=rate_limit,
         max_message_bytes=MAX_MESSAGE_BYTES,
