@@ -6,6 +6,7 @@ import argparse
 import ipaddress
 import json
 import os
+import re
 import string
 import sys
 from collections.abc import Mapping, Sequence
@@ -18,6 +19,8 @@ from gateway import schema
 
 TEMPLATE = Path(__file__).with_name("envoy.yaml.tmpl")
 TLS_TEMPLATE = Path(__file__).with_name("tls-listener.yaml.tmpl")  # only with a certificate
+# The Lua filters' programs and the modules they require (gateway/README.md, "Lua").
+LUA_DIR = Path(__file__).with_name("lua")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DESCRIPTOR = REPO_ROOT / "gen" / "descriptors" / "catalytic.pb"
 DEFAULT_OPENAPI = REPO_ROOT / "docs" / "api" / "openapi.json"  # `make openapi`, committed
@@ -178,9 +181,12 @@ def render(config: GatewayConfig) -> str:
         "default_timeout": f"{config.default_timeout_s}s",
         "long_timeout": f"{config.long_timeout_s}s",
         "transcoded_services": json.dumps(list(TRANSCODED_SERVICES)),
-        "request_schema": _indent_continuation(
-            schema.to_lua(body_schema), template, "request_schema"
+        "request_checks_lua": _indent_continuation(
+            lua_program("request_checks", {"schema": schema.to_lua(body_schema)}),
+            template,
+            "request_checks_lua",
         ),
+        "headers_lua": _indent_continuation(lua_program("headers"), template, "headers_lua"),
         "request_timeout": f"{config.request_timeout_s}s",
         "request_headers_timeout": f"{config.request_headers_timeout_s}s",
     }
@@ -247,6 +253,59 @@ def _tls_listener(config: GatewayConfig) -> str:
         )
         .rstrip("\n")
     )
+
+
+_REQUIRE = re.compile(r"""\brequire\("([a-z_]+)"\)""")
+SCHEMA_COMMENT = """\
+-- Generated from the descriptor set by gateway/render.py (gateway/schema.py).
+-- routes: {method, Lua pattern of the path, message of the body}, the first
+-- match wins; messages: name -> {accepted key = message checked below it, or
+-- true when anything is accepted below it}; kinds: name -> {key = its JSON
+-- type}; paths: every binding, {method, pattern capturing its variables,
+-- {variable names}, whether it reads a body}; enums: name -> {value names}."""
+
+
+def lua_program(
+    entry: str, generated: Mapping[str, str] | None = None, directory: Path = LUA_DIR
+) -> str:
+    """One self-contained Lua chunk for an Envoy Lua filter: `gateway/lua/<entry>.lua` after the
+    modules it requires, each registered in `package.preload` so that its `require("name")`
+    finds it without a file.
+
+    Modules are the files `<directory>/<name>.lua`, or in `generated` (name -> a Lua
+    expression, the module's value: the request schema). Each appears once, before the modules
+    that require it, in the order of first use."""
+    generated = dict(generated or {})
+    order: list[str] = []
+    sources: dict[str, str] = {}
+
+    def source(name: str) -> str:
+        if name in generated:
+            return "return " + generated[name]
+        path = directory / f"{name}.lua"
+        if not path.is_file():
+            raise RenderError(f"Lua module {name!r} is required but {path} does not exist")
+        return path.read_text()
+
+    def visit(name: str, trail: tuple[str, ...]) -> None:
+        if name in trail:
+            raise RenderError(f"Lua modules require each other: {' -> '.join((*trail, name))}")
+        if name in sources:
+            return
+        text = source(name)
+        for needed in _REQUIRE.findall(text):
+            visit(needed, (*trail, name))
+        sources[name] = text
+        order.append(name)
+
+    visit(entry, ())
+    parts = []
+    for name in order[:-1]:
+        comment = SCHEMA_COMMENT + "\n" if name in generated else ""
+        body = sources[name].rstrip("\n")
+        parts.append(f'{comment}package.preload["{name}"] = function(...)\n{body}\nend\n')
+    parts.append(sources[entry].rstrip("\n"))
+    return "\n".join(parts)
 
 
 def _indent_continuation(text: str, template: str, placeholder: str) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.render import TRANSCODED_SERVICES, GatewayConfig, RenderError, render
+from gateway.render import TRANSCODED_SERVICES, GatewayConfig, RenderError, lua_program, render
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +16,8 @@ def rendered() -> str:
 
 
 def lua_block(text: str, filter_name: str) -> list[str]:
-    """The lines of the inline Lua source of the named filter, as rendered."""
+    """The lines of the inline Lua source of the named filter, as rendered, without the YAML
+    block scalar's indentation."""
     lines = text.splitlines()
     start = next(i for i, line in enumerate(lines) if line.endswith(f"- name: {filter_name}"))
     begin = next(i for i in range(start, len(lines)) if lines[i].endswith("inline_string: |")) + 1
@@ -25,14 +26,14 @@ def lua_block(text: str, filter_name: str) -> list[str]:
     for line in lines[begin:]:
         if line.strip() and len(line) - len(line.lstrip()) < indent:
             break
-        block.append(line)
+        block.append(line[indent:])
     return block
 
 
 def test_the_schema_stays_inside_the_lua_block(rendered: str) -> None:
     block = lua_block(rendered, "catalytic.request_checks")
     source = "\n".join(block)
-    assert "local SCHEMA = {" in source
+    assert 'package.preload["schema"] = function(...)\nreturn {' in source
     assert '{"POST", "^/v1/lattices$", "catalytic.lattice.v1.CreateLatticeRequest"},' in source
     assert '["catalytic.lattice.v1.RandomFill"] = {' in source
     # Every binding with its path variables, and the JSON type of each body key.
@@ -44,6 +45,43 @@ def test_the_schema_stays_inside_the_lua_block(rendered: str) -> None:
     assert '["dimensions"] = "int32"' in source
     assert '["event_types"] = "string[]"' in source
     assert "function envoy_on_request(handle)" in source  # the code after the schema is there
+
+
+def test_each_lua_filter_gets_its_program_and_the_modules_it_requires(rendered: str) -> None:
+    checks = "\n".join(lua_block(rendered, "catalytic.request_checks"))
+    for module in ("schema", "json", "text", "status", "transcoder_errors"):
+        assert f'package.preload["{module}"] = function(...)' in checks
+    # Lua's `$` reaches Envoy as written: the template's `$$` escaping is not applied to it.
+    assert '"^(%-?)(%d+)$")' in checks
+    headers = "\n".join(lua_block(rendered, "envoy.filters.http.lua"))
+    assert 'package.preload["retry_after"] = function(...)' in headers
+    assert 'package.preload["json"]' not in headers
+    assert headers.rstrip().endswith("end")  # gateway/lua/headers.lua, last
+
+
+def test_a_lua_module_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "main.lua").write_text('local m = require("nowhere")\n')
+    with pytest.raises(RenderError, match=r"nowhere\.lua does not exist"):
+        lua_program("main", directory=tmp_path)
+
+
+def test_lua_modules_that_require_each_other_are_an_error(tmp_path: Path) -> None:
+    (tmp_path / "main.lua").write_text('local a = require("a")\n')
+    (tmp_path / "a.lua").write_text('local b = require("b")\nreturn {}\n')
+    (tmp_path / "b.lua").write_text('local a = require("a")\nreturn {}\n')
+    with pytest.raises(RenderError, match="main -> a -> b -> a"):
+        lua_program("main", directory=tmp_path)
+
+
+def test_a_bundle_lists_each_module_once_before_its_users(tmp_path: Path) -> None:
+    (tmp_path / "main.lua").write_text('local a = require("a")\nlocal b = require("b")\n')
+    (tmp_path / "a.lua").write_text('local b = require("b")\nreturn {}\n')
+    (tmp_path / "b.lua").write_text("return {}\n")
+    program = lua_program("main", {"b": "{1}"}, directory=tmp_path)
+    assert program.count('package.preload["b"]') == 1
+    assert program.index('package.preload["b"]') < program.index('package.preload["a"]')
+    assert "return {1}" in program
+    assert program.endswith('local a = require("a")\nlocal b = require("b")')
 
 
 def test_the_transcoder_serves_the_services_whose_bodies_are_checked(rendered: str) -> None:
