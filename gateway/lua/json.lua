@@ -283,6 +283,8 @@ value = function(s, i, name, path, depth, kind)
   steps = steps + 1
   if depth > MAX_DEPTH or steps > MAX_STEPS then error(PASS) end
   local c = byte(s, i)
+  -- The text ends where a value should be: not JSON, whatever the value's kind would have been.
+  if c == nil then error(MALFORMED) end
   if kind ~= nil and kind ~= "any" then
     if c == 110 and sub(s, i, i + 3) == "null" then return i + 4 end  -- the default
     local element = match(kind, "^(.*)%[%]$")

@@ -224,6 +224,19 @@ def test_text_that_is_not_json_is_the_bodys_problem(check: Any, text: str) -> No
     assert check(text) == NOT_JSON
 
 
+@pytest.mark.parametrize(
+    "text",
+    ['{"child":', '{"children":', '{"names": ', '{"s":', '{"i32":', '{"m":', '{"any":'],
+)
+def test_a_body_cut_short_after_a_key_is_not_json(check: Any, text: str) -> None:
+    """Not "child: must be a JSON object": the client's value is not wrong, it is missing."""
+    assert check(text) == NOT_JSON
+
+
+def test_whitespace_only_is_not_json(check: Any) -> None:
+    assert check(" \n") == NOT_JSON
+
+
 # ------------------------------------------------------------------ work bounds
 def test_nesting_deeper_than_the_bound_is_left_to_the_transcoder(check: Any) -> None:
     deep = '{"any": ' + "[" * 40 + "]" * 40 + "}"
