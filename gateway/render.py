@@ -255,7 +255,7 @@ def _tls_listener(config: GatewayConfig) -> str:
     )
 
 
-_REQUIRE = re.compile(r"""\brequire\("([a-z_]+)"\)""")
+LUA_REQUIRE = re.compile(r"""\brequire\("([a-z_]+)"\)""")
 SCHEMA_COMMENT = """\
 -- Generated from the descriptor set by gateway/render.py (gateway/schema.py).
 -- routes: {method, Lua pattern of the path, message of the body}, the first
@@ -293,7 +293,7 @@ def lua_program(
         if name in sources:
             return
         text = source(name)
-        for needed in _REQUIRE.findall(text):
+        for needed in LUA_REQUIRE.findall(text):
             visit(needed, (*trail, name))
         sources[name] = text
         order.append(name)

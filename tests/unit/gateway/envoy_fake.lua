@@ -86,6 +86,15 @@ function M.handle(headers, body)
   return handle
 end
 
+-- From now on reading or writing an undefined global is an error: a typo or a missing `local` in
+-- the filters fails the tests (their only globals are Envoy's hooks, set when they load).
+function M.strict()
+  setmetatable(_G, {
+    __newindex = function(_, name) error("assignment to undefined global " .. tostring(name), 2) end,
+    __index = function(_, name) error("undefined global " .. tostring(name), 2) end,
+  })
+end
+
 -- Runs envoy_on_request or envoy_on_response (`fn`) with the handle, as Envoy would.
 function M.run(fn, handle)
   local ok, err = pcall(fn, handle)

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from gateway.render import LUA_DIR, lua_program
+from gateway.render import LUA_DIR, LUA_REQUIRE, lua_program
 
 FAKE = Path(__file__).with_name("envoy_fake.lua")
 
@@ -65,6 +65,10 @@ class Lua:
             package.loaded.schema = self.runtime.execute(to_lua("return " + schema))
         self.fake = self.runtime.execute(to_lua(FAKE.read_text()))
 
+    def strict(self) -> None:
+        """From now on reading or writing an undefined global is an error (envoy_fake.lua)."""
+        self.fake.strict()
+
     def module(self, name: str) -> Any:
         return self.globals.require(to_lua(name))
 
@@ -112,6 +116,11 @@ class Filter:
         else:
             source = (LUA_DIR / f"{entry}.lua").read_text()
         self.lua.runtime.execute(to_lua(source))
+        if not bundled:
+            # Load every module now, so that their top-level locals are set before strict().
+            for name in LUA_REQUIRE.findall(source):
+                self.lua.module(name)
+        self.lua.strict()
 
     def _run(self, hook: str, headers: Mapping[str, Any], body: str | bytes | None) -> Outcome:
         handle = self.lua.fake.handle(self.lua.table(dict(headers)), to_lua(body))

@@ -45,7 +45,10 @@ SCHEMA = schema.Schema(
 
 @pytest.fixture(scope="module")
 def lua() -> Lua:
-    return Lua()
+    lua = Lua()
+    lua.module("json")
+    lua.strict()
+    return lua
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,10 @@ from tests.unit.gateway.lua_harness import Lua
 
 @pytest.fixture(scope="module")
 def lua() -> Lua:
-    return Lua()
+    lua = Lua()
+    lua.module("text")
+    lua.strict()
+    return lua
 
 
 @pytest.fixture(scope="module")
