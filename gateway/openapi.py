@@ -117,9 +117,15 @@ _ERRORS: Mapping[int, str] = {
     401: "UNAUTHENTICATED: no credential, or an invalid, expired or revoked one.",
     403: "PERMISSION_DENIED: the credential may not do this (another tenant's resource is 404).",
     404: "NOT_FOUND: no such resource in the caller's tenant (or no such route).",
+    408: "The gateway did not receive the whole request in time (its headers within 10 s, all "
+    "of it within 30 s, by default): a slow or stalled client. `code` 4 DEADLINE_EXCEEDED; "
+    "nothing reached a service, so sending it again is safe.",
     409: "ALREADY_EXISTS or ABORTED: the resource exists, or a concurrent change won "
     "(retry after reading it again).",
     413: "The request body is larger than the gateway accepts (8 MiB by default).",
+    415: "The body is not JSON: its `content-type` is not `application/json` (a `charset` "
+    "other than `utf-8` and `+json` types are refused too), or it is gRPC "
+    "(`application/grpc`) sent to a REST path. `code` 3 INVALID_ARGUMENT.",
     431: "The request headers (with the path and query) are larger than 8 KiB.",
     429: "RESOURCE_EXHAUSTED: a rate limit or plan quota; `retry-after` says when to retry and "
     "`details` carries a `google.rpc.RetryInfo`.",
@@ -478,7 +484,8 @@ class _Builder:
                 "content": {"application/json": {"schema": self.ref(output)}},
             }
         }
-        codes = [400, 429, 431, 500, 503, 504]
+        # Every request: the gateway's own answers (408 slow client, 431 headers too large).
+        codes = [400, 408, 429, 431, 500, 503, 504]
         if rpc not in PUBLIC_RPCS:
             codes += [401, 403]
         elif rpc in CREDENTIAL_RPCS:
@@ -488,7 +495,7 @@ class _Builder:
         if rpc in CONFLICT_RPCS:
             codes.append(409)
         if has_body:
-            codes.append(413)
+            codes += [413, 415]  # too large; not application/json (gateway/lua/request_checks.lua)
         for code in sorted(codes):
             out[str(code)] = {"$ref": f"#/components/responses/{_response_name(code)}"}
         del verb

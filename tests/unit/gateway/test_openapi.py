@@ -167,6 +167,18 @@ def test_errors_are_google_rpc_status(doc: dict[str, Any]) -> None:
         assert op["summary"]
 
 
+def test_the_gateways_own_answers_are_declared(doc: dict[str, Any]) -> None:
+    """408 (a slow client) on every operation, 415 (not JSON) where a client sends a body:
+    answered by the gateway before any service (docs/api/errors.md)."""
+    for key, op in operations(doc).items():
+        assert "408" in op["responses"], key
+        assert ("415" in op["responses"]) == ("requestBody" in op), key
+        assert ("413" in op["responses"]) == ("requestBody" in op), key
+    responses = doc["components"]["responses"]
+    assert "application/json" in responses["Error415"]["description"]
+    assert "DEADLINE_EXCEEDED" in responses["Error408"]["description"]
+
+
 def test_additional_bindings_get_their_own_operation(doc: dict[str, Any]) -> None:
     ops = operations(doc)
     assert ops[("post", "/v1/lattices")]["operationId"] == "CreateLattice"
