@@ -110,7 +110,7 @@ def metric_names_in(expr: str) -> set[str]:
     """The metric names a PromQL expression reads (good enough for the dashboards' queries)."""
     text = _GROUPING.sub(" ", _LABEL_BLOCK.sub("{}", _INTERVAL.sub("[]", expr)))
     names = {match.group(1) for match in _NAME.finditer(text + " ")}
-    return {name for name in names if name not in _NOT_METRICS and "_" in name}
+    return names - _NOT_METRICS
 
 
 def legend(template: str, labels: dict[str, str]) -> str:
