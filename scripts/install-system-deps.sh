@@ -1,7 +1,17 @@
 #!/usr/bin/env bash
 # Installs the Debian/Ubuntu packages the local stack needs, only when they are missing.
 # PostgreSQL and Redis run as local processes under .run/ (see devstack/), never as system services.
+# --monitoring (or MONITORING=1) adds Prometheus, Alertmanager and the blackbox, PostgreSQL and
+# Redis exporters, which devstack/monitoring.py runs the same way (`make monitor`, `make test`).
 set -euo pipefail
+
+monitoring="${MONITORING:-}"
+for arg in "$@"; do
+  case "$arg" in
+    --monitoring) monitoring=1 ;;
+    *) echo "usage: $0 [--monitoring]" >&2; exit 2 ;;
+  esac
+done
 
 need=()
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1; }
@@ -11,6 +21,14 @@ command -v npm >/dev/null 2>&1 || need+=(npm)
 # Headless browser for the gateway's /docs and /redoc pages (tests/e2e/test_gateway_docs.py).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+monitoring_services=(prometheus prometheus-alertmanager prometheus-blackbox-exporter
+  prometheus-postgres-exporter prometheus-redis-exporter)
+if [[ -n "$monitoring" ]]; then
+  # Each package installs /usr/bin/<its name>; promtool and amtool come with the first two.
+  for package in "${monitoring_services[@]}"; do
+    [[ -x "/usr/bin/$package" ]] || need+=("$package")
+  done
+fi
 
 if ((${#need[@]} == 0)); then
   exit 0
@@ -28,4 +46,7 @@ $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 # Debian starts packaged services on install; the stack runs its own instances instead.
 if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
   $SUDO systemctl disable --now redis-server postgresql >/dev/null 2>&1 || true
+  if [[ -n "$monitoring" ]]; then
+    $SUDO systemctl disable --now "${monitoring_services[@]}" >/dev/null 2>&1 || true
+  fi
 fi
