@@ -170,6 +170,10 @@ def _draw_panel(
     from matplotlib.dates import date2num
 
     lines = 0
+    ax.set_xlim(  # the same time axis with or without data
+        date2num(datetime.fromtimestamp(start, UTC)),  # type: ignore[no-untyped-call]
+        date2num(datetime.fromtimestamp(end, UTC)),  # type: ignore[no-untyped-call]
+    )
     for query in panel.queries:
         for series in prometheus.query_range(query.promql(rate_window), start, end, step):
             times = date2num([datetime.fromtimestamp(t, UTC) for t in series.times])  # type: ignore[no-untyped-call]

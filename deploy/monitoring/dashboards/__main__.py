@@ -1,7 +1,8 @@
 """`python -m deploy.monitoring.dashboards [--check]`: write (or check) the generated Grafana files.
 
-Writes deploy/monitoring/grafana/dashboards/<name>.json for every dashboard and the
-provisioning files under deploy/monitoring/grafana/provisioning/. With --check it writes
+Writes deploy/monitoring/grafana/dashboards/<name>.json for every dashboard, the
+provisioning files under deploy/monitoring/grafana/provisioning/, and
+docs/monitoring/grafana-dashboards.md. With --check it writes
 nothing and exits 1 when a committed file differs from what the definitions generate.
 """
 
@@ -12,9 +13,11 @@ import sys
 from pathlib import Path
 
 from deploy.monitoring.dashboards.definitions import DASHBOARDS
+from deploy.monitoring.dashboards.docs import markdown
 from deploy.monitoring.dashboards.grafana import DASHBOARD_PROVIDER, DATASOURCES, dashboard_text
 
 GRAFANA_DIR = Path(__file__).resolve().parent.parent / "grafana"
+DOC = Path(__file__).resolve().parents[3] / "docs" / "monitoring" / "grafana-dashboards.md"
 
 
 def file_name(uid: str) -> str:
@@ -30,6 +33,7 @@ def generated() -> dict[Path, str]:
     }
     files[GRAFANA_DIR / "provisioning" / "dashboards" / "catalytic.yml"] = DASHBOARD_PROVIDER
     files[GRAFANA_DIR / "provisioning" / "datasources" / "prometheus.yml"] = DATASOURCES
+    files[DOC] = markdown()
     return files
 
 
