@@ -16,16 +16,13 @@ cannot protect anything; `record_success` only logs, because the user has proved
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
-from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import TypeVar
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
+from services.common.cache import REDIS_FAILURES, RedisCalls
 from services.common.errors import ResourceExhausted, Unavailable
 from services.common.ratelimit import KEY_PREFIX, RATE_LIMIT_ERRORS, RATE_LIMITED
 
@@ -53,8 +50,6 @@ end
 redis.call('PEXPIRE', KEYS[1], string.format('%d', lock_ms + tonumber(ARGV[4])))
 return {1, count}
 """
-
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -100,7 +95,7 @@ class LoginLockout:
         self._redis = redis
         self._attempt = redis.register_script(_ATTEMPT)
         self.policy = policy or LockoutPolicy()
-        self._timeout_s = timeout_s
+        self._call = RedisCalls(redis, timeout_s)
 
     async def check(self, email: str) -> None:
         """Counts this attempt; ResourceExhausted with retry_after_s while the address is
@@ -118,7 +113,7 @@ class LoginLockout:
                     ],
                 )
             )
-        except (RedisError, OSError, TimeoutError) as exc:
+        except REDIS_FAILURES as exc:
             RATE_LIMIT_ERRORS.labels(SERVICE, LIMIT_NAME).inc()
             raise Unavailable("log-in is temporarily unavailable; retry shortly") from exc
         if not int(allowed):
@@ -136,10 +131,7 @@ class LoginLockout:
         """The password was right: forgets the address's attempts and lifts its lock."""
         try:
             await self._call(self._redis.delete(*lockout_keys(email)))
-        except (RedisError, OSError, TimeoutError) as exc:
+        except REDIS_FAILURES as exc:
             # The count expires by itself; refusing a proven password would help nobody.
             RATE_LIMIT_ERRORS.labels(SERVICE, LIMIT_NAME).inc()
             logger.warning("could not reset the log-in lockout: %r", exc)
-
-    async def _call(self, command: Awaitable[_T]) -> _T:
-        return await asyncio.wait_for(command, self._timeout_s)

@@ -43,7 +43,7 @@ async def create_server(config: AuthConfig) -> RunningService:
     try:
         keys = KeyRing.load(config.keys_dir)
         database = await open_database(config.service, resources)
-        redis = await open_redis(config.service.redis_url)
+        redis = await open_redis(config.service.redis_url, service=config.service.service_name)
         resources.push_async_callback(redis.aclose)
         denylist = Denylist(redis)
         store = PostgresAuthStore(database)
@@ -77,6 +77,7 @@ async def create_server(config: AuthConfig) -> RunningService:
             resources=resources,
             auth_interceptor=AuthInterceptor(
                 verifier,
+                service=config.service.service_name,
                 public_methods=PUBLIC_METHODS,
                 denylist=denylist,
                 api_keys=ApiKeyVerifier(database),

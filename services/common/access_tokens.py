@@ -10,7 +10,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from jose import jwt
-from jose.exceptions import JOSEError
+from jose.exceptions import ExpiredSignatureError, JOSEError
+from prometheus_client import Counter
 
 from services.common.context import AUTH_METHOD_JWT, Principal
 from services.common.errors import Unauthenticated, Unavailable
@@ -37,6 +38,22 @@ JwksFetcher = Callable[[], Awaitable[Sequence[dict[str, str]]]]
 # Tokens verified once are remembered (bounded) until they expire: a client sends the same
 # token on every call, and an ES256 verification costs more than the rest of a light RPC.
 DEFAULT_CACHE_SIZE = 10_000
+
+# What became of an access token presented to a service (AuthInterceptor counts each once):
+# verified (signature checked now), cached (accepted from the verified-token cache), expired,
+# invalid (anything else wrong with it), revoked (denylisted), unavailable (keys or the
+# denylist could not be read).
+TOKEN_OUTCOMES = ("verified", "cached", "expired", "invalid", "revoked", "unavailable")
+TOKEN_VERIFICATIONS = Counter(
+    "catalytic_token_verifications_total",
+    "Access tokens presented to the service, by outcome: verified, cached (the verified-token"
+    " cache answered), expired, invalid, revoked or unavailable (keys or denylist unreadable).",
+    ["service", "outcome"],
+)
+
+
+class ExpiredToken(Unauthenticated):
+    """The token was valid once; its `exp` (plus leeway) has passed."""
 
 
 class AccessTokenVerifier:
@@ -81,7 +98,14 @@ class AccessTokenVerifier:
         self._verified: dict[bytes, tuple[str, float, Principal]] = {}
 
     async def verify(self, token: str) -> Principal:
-        """The caller the token names; Unauthenticated for anything short of a valid token."""
+        """The caller the token names; Unauthenticated (ExpiredToken once it has expired) for
+        anything short of a valid token, Unavailable when the keys cannot be fetched."""
+        principal, _ = await self.check(token)
+        return principal
+
+    async def check(self, token: str) -> tuple[Principal, bool]:
+        """verify(), and whether the verified-token cache answered (True) or the signature was
+        checked now (False)."""
         digest = hashlib.sha256(token.encode()).digest()
         hit = self._verified.get(digest)
         if hit is not None:
@@ -89,11 +113,11 @@ class AccessTokenVerifier:
             now = self._clock()
             if kid in self._keys and not_before - self._leeway_s <= now:
                 if now <= principal.expires_at + self._leeway_s:
-                    return principal
+                    return principal, True
                 del self._verified[digest]
         principal, kid, not_before = await self._verify_signed(token)
         self._remember(digest, kid, not_before, principal)
-        return principal
+        return principal, False
 
     def _remember(self, digest: bytes, kid: str, not_before: float, principal: Principal) -> None:
         if self._cache_size <= 0:
@@ -123,6 +147,8 @@ class AccessTokenVerifier:
                     **{f"require_{c}": True for c in _JOSE_REQUIRED},
                 },
             )
+        except ExpiredSignatureError as exc:
+            raise ExpiredToken("access token is invalid or expired") from exc
         except JOSEError as exc:
             raise Unauthenticated("access token is invalid or expired") from exc
         missing = [name for name in REQUIRED_CLAIMS if name not in claims]

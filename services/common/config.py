@@ -141,6 +141,8 @@ class ServiceConfig:
     db_pool_min: int = 1
     db_pool_max: int = 10
     database_wait_s: float = DEFAULT_DATABASE_WAIT_S
+    # The commit the image was built from (catalytic_build_info); None: ask git, if any.
+    git_sha: str | None = None
 
     @classmethod
     def from_env(
@@ -187,6 +189,7 @@ class ServiceConfig:
             db_pool_min=pool_min,
             db_pool_max=pool_max,
             database_wait_s=database_wait_s,
+            git_sha=env_str("GIT_SHA", "", environ=environ).strip() or None,
         )
 
     def redacted(self) -> dict[str, object]:
@@ -205,4 +208,5 @@ class ServiceConfig:
             "db_pool_min": self.db_pool_min,
             "db_pool_max": self.db_pool_max,
             "database_wait_s": self.database_wait_s,
+            "git_sha": self.git_sha,
         }

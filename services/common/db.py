@@ -17,6 +17,7 @@ from psycopg.sql import SQL, Composed
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from services.common.config import DEFAULT_DATABASE_WAIT_S, redact_url
+from services.common.db_metrics import POOL_TIMEOUTS, POOL_WAIT_SECONDS, PoolSnapshot
 from services.common.errors import (
     Aborted,
     DeadlineExceeded,
@@ -163,6 +164,22 @@ class Database:
         self._down = False
         self._probe: asyncio.Task[None] | None = None
         self._connect_errors_seen = self._connect_errors()
+        # Bound once: a checkout costs one observe (and a timeout one increment), no lookup.
+        self._wait_seconds = POOL_WAIT_SECONDS.labels(pool.name)
+        self._timeouts = POOL_TIMEOUTS.labels(pool.name)
+
+    def snapshot(self) -> PoolSnapshot:
+        """The pool's state for a scrape (db_metrics.DatabaseGauges); reads, never waits."""
+        stats = self.pool.get_stats()
+        size = stats.get("pool_size", 0)
+        return PoolSnapshot(
+            service=self.pool.name,
+            size=size,
+            max_size=stats.get("pool_max", self.pool.max_size),
+            in_use=max(0, size - stats.get("pool_available", 0)),
+            waiting=stats.get("requests_waiting", 0),
+            up=not self._down,
+        )
 
     def _connect_errors(self) -> int:
         return self.pool.get_stats().get("connections_errors", 0)
@@ -184,14 +201,18 @@ class Database:
     async def _checkout(self) -> Connection:
         if self._down:
             raise Unavailable(DATABASE_UNAVAILABLE, retry_after_s=RETRY_AFTER_S)
+        started = time.perf_counter()
         try:
             return await self.pool.getconn()
         except PoolTimeout:
+            self._timeouts.inc()
             errors = self._connect_errors()
             if errors != self._connect_errors_seen:
                 self._connect_errors_seen = errors
                 self._mark_down()
             raise
+        finally:
+            self._wait_seconds.observe(time.perf_counter() - started)
 
     def _mark_down(self) -> None:
         if self._down:

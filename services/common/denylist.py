@@ -6,16 +6,15 @@ once. When Redis cannot answer, the check fails closed: `Unavailable`, never "no
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections.abc import Awaitable
 from typing import TypeVar
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from services.common.access_tokens import DEFAULT_LEEWAY_S
+from services.common.cache import REDIS_FAILURES, RedisCalls
 from services.common.errors import Unavailable
 
 JTI_KEY = "denylist:jti:{}"
@@ -46,7 +45,7 @@ class Denylist:
 
     def __init__(self, redis: aioredis.Redis, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self._redis = redis
-        self._timeout_s = timeout_s
+        self._calls = RedisCalls(redis, timeout_s)
 
     async def add(self, jti: str, ttl_s: int) -> None:
         """Lists an access token's `jti` for `ttl_s` seconds (see remaining_ttl)."""
@@ -66,9 +65,7 @@ class Denylist:
 
     async def _call(self, command: Awaitable[_T]) -> _T:
         try:
-            # asyncio.timeout, not wait_for: no extra task per check on every RPC.
-            async with asyncio.timeout(self._timeout_s):
-                return await command
-        except (RedisError, OSError, TimeoutError) as exc:
+            return await self._calls(command)
+        except REDIS_FAILURES as exc:
             # Fail closed: a revoked credential must never pass because Redis is down.
             raise Unavailable("credential revocation list is unavailable; retry shortly") from exc

@@ -19,8 +19,8 @@ from typing import Protocol
 
 import redis.asyncio as aioredis
 from prometheus_client import Counter
-from redis.exceptions import RedisError
 
+from services.common.cache import REDIS_FAILURES, RedisCalls
 from services.common.client_address import TrustedProxies, trusted_proxies_from_env
 from services.common.config import ConfigError, env_float, env_int
 from services.common.db import Database
@@ -126,7 +126,7 @@ class RateLimiter:
 
     def __init__(self, redis: aioredis.Redis, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self._script = redis.register_script(_GCRA)
-        self._timeout_s = timeout_s
+        self._calls = RedisCalls(redis, timeout_s)
 
     async def hit(self, key: str, rate: Rate, *, cost: int = 1) -> Decision:
         """Spends `cost` from the bucket at `key` if it holds that much; RateLimiterUnavailable
@@ -134,9 +134,10 @@ class RateLimiter:
         if not 1 <= cost <= rate.burst:
             raise ValueError(f"cost {cost} must be 1..burst ({rate.burst})")
         try:
-            async with asyncio.timeout(self._timeout_s):
-                reply = await self._script(keys=[key], args=[rate.interval_us, rate.burst, cost])
-        except (RedisError, OSError, TimeoutError) as exc:
+            reply = await self._calls(
+                self._script(keys=[key], args=[rate.interval_us, rate.burst, cost])
+            )
+        except REDIS_FAILURES as exc:
             raise RateLimiterUnavailable(f"rate limiter unavailable: {exc!r}") from exc
         allowed, remaining, retry_after_us = (int(value) for value in reply)
         return Decision(bool(allowed), remaining, retry_after_us / 1_000_000)

@@ -17,6 +17,7 @@ import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.common.build_info import record_build_info
 from services.common.config import ConfigError, ServiceConfig
 from services.common.errors import DependencyUnavailableError
 from services.common.interceptors import RpcInterceptor, default_interceptors
@@ -107,9 +108,12 @@ async def build_server(
     """Builds, binds and starts the server; health stays NOT_SERVING until set_serving().
 
     `register` adds the service's servicers; `service_names` are their full names
-    (e.g. "catalytic.auth.v1.AuthService"), reported by health and reflection.
+    (e.g. "catalytic.auth.v1.AuthService"), reported by health and reflection. The process's
+    catalytic_build_info is set for the service here.
     """
     stack = resources if resources is not None else contextlib.AsyncExitStack()
+    # Off the loop: the first call may ask git (once per process).
+    await asyncio.to_thread(record_build_info, config.service_name, config.git_sha)
     server = grpc.aio.server(
         interceptors=default_interceptors(
             config.service_name, auth=auth_interceptor, rate_limit=rate_limit_interceptor

@@ -7,12 +7,14 @@ import contextlib
 from services.common.access_tokens import AccessTokenVerifier
 from services.common.config import ServiceConfig
 from services.common.db import Database, open_pool
+from services.common.db_metrics import DATABASE_GAUGES
 from services.common.grpc_client import insecure_channel
 from services.common.jwks_client import grpc_jwks_fetcher
 
 
 async def open_database(config: ServiceConfig, resources: contextlib.AsyncExitStack) -> Database:
-    """The service's connection pool, closed with `resources`."""
+    """The service's connection pool, closed with `resources`; its gauges are exported (under
+    the service's name) until then."""
     pool = await open_pool(
         config.database_url,
         min_size=config.db_pool_min,
@@ -21,7 +23,9 @@ async def open_database(config: ServiceConfig, resources: contextlib.AsyncExitSt
         wait_s=config.database_wait_s,
     )
     resources.push_async_callback(pool.close)
-    return Database(pool)
+    database = Database(pool)
+    resources.callback(DATABASE_GAUGES.remove, DATABASE_GAUGES.add(database.snapshot))
+    return database
 
 
 def remote_token_verifier(

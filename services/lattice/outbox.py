@@ -18,6 +18,10 @@ later ones (visible in catalytic_lattice_outbox_publish_failures_total and the r
 Several replicas relay at once without sending an event twice in the normal case: claimed rows
 are pushed out by the lease. A relay that dies mid-batch leaves its rows to be claimed again
 when the lease ends, and the event id makes that resend harmless.
+
+Beside the passes, the relay measures the backlog (unpublished events, the oldest one's age)
+every `stats_interval_s` with one indexed query, for the metrics; `backlog()` answers a scrape
+from that measurement without touching the database.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,6 +38,7 @@ from typing import Any, Protocol
 
 from services.common.background import BackgroundTask
 from services.lattice import metrics
+from services.lattice.metrics import Backlog
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +96,10 @@ class OutboxStore(Protocol):
     ) -> None:
         """Makes events due again after `delay_s`; `count_attempt` when they were tried."""
 
+    async def backlog(self) -> Backlog:
+        """Unpublished events and the oldest one's age, across tenants (cheap: no scan of
+        the events already sent)."""
+
 
 @dataclass(frozen=True)
 class RelaySettings:
@@ -99,6 +109,7 @@ class RelaySettings:
     lease_s: float = 60.0
     base_backoff_s: float = 1.0
     max_backoff_s: float = 60.0
+    stats_interval_s: float = 10.0
 
 
 def backoff_s(attempts: int, base_s: float, max_s: float) -> float:
@@ -118,15 +129,46 @@ class OutboxRelay:
         self._settings = settings
         self._wake = asyncio.Event()
         self._task = BackgroundTask("lattice-outbox-relay", self._run)
+        self._stats_task = BackgroundTask("lattice-outbox-stats", self._measure)
+        # The last measurement and when it was taken (time.monotonic()); None before the first.
+        self._measured: tuple[Backlog, float] | None = None
 
     def wake(self) -> None:
         self._wake.set()
 
     def start(self) -> None:
         self._task.start()
+        self._stats_task.start()
 
     async def close(self) -> None:
+        await self._stats_task.stop()
         await self._task.stop()
+
+    def backlog(self) -> Backlog | None:
+        """The last measured backlog, its oldest event aged by the time since (so a stuck
+        event's age keeps growing between measurements); None before the first. Reads only."""
+        measured = self._measured
+        if measured is None:
+            return None
+        backlog, at = measured
+        if backlog.pending == 0:
+            return backlog
+        return Backlog(backlog.pending, backlog.oldest_age_s + (time.monotonic() - at))
+
+    async def _measure(self) -> None:
+        failing = False
+        while True:
+            try:
+                backlog = await self._store.backlog()
+            except Exception:
+                # The database is down, most likely; the last measurement stands (and ages).
+                if not failing:
+                    logger.warning("measuring the outbox backlog failed", exc_info=True)
+                failing = True
+            else:
+                self._measured = (backlog, time.monotonic())
+                failing = False
+            await asyncio.sleep(self._settings.stats_interval_s)
 
     async def _run(self) -> None:
         settings = self._settings

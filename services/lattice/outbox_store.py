@@ -1,10 +1,10 @@
 """The outbox table as the relay sees it.
 
-Finding the tenants with events due is the relay's one cross-tenant statement: it runs in
-`lookup_transaction(outbox_relay='lattice')`, which the read-only lattice_outbox_relay_read
-policy of migration 0007 matches. Everything else (claiming, marking sent, backing off, pruning)
-runs in the tenant's own transaction under the ordinary isolation policy, and may change only
-the bookkeeping columns (column grants).
+Finding the tenants with events due, and measuring the backlog for the metrics, are the relay's
+only cross-tenant statements: reads in `lookup_transaction(outbox_relay='lattice')`, which the
+read-only lattice_outbox_relay_read policy of migration 0007 matches. Everything else (claiming,
+marking sent, backing off, pruning) runs in the tenant's own transaction under the ordinary
+isolation policy, and may change only the bookkeeping columns (column grants).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from services.common.db import Database
+from services.lattice.metrics import Backlog
 from services.lattice.outbox import PendingEvent
 
 RELAY_LOOKUP = {"outbox_relay": "lattice"}
@@ -38,6 +39,21 @@ class PostgresOutbox:
             )
             rows = await cur.fetchall()
         return [row["tenant_id"] for row in rows]
+
+    async def backlog(self) -> Backlog:
+        # Cross-tenant, so read under the relay's read-only policy like due_tenants. The rows
+        # counted are those of the partial indexes (sent_at IS NULL): the work is the backlog's
+        # size, however many sent events the table keeps.
+        async with self._db.lookup_transaction(**RELAY_LOOKUP) as conn:
+            cur = await conn.execute(
+                "SELECT count(*) AS pending, coalesce(extract(epoch FROM"
+                " clock_timestamp() - min(occurred_at)), 0)::float8 AS oldest"
+                " FROM lattice_outbox WHERE sent_at IS NULL"
+            )
+            row = await cur.fetchone()
+        if row is None:
+            return Backlog(0, 0.0)
+        return Backlog(int(row["pending"]), max(0.0, float(row["oldest"])))
 
     async def claim(self, tenant_id: str, limit: int, lease_s: float) -> list[PendingEvent]:
         async with self._db.tenant_transaction(tenant_id) as conn:

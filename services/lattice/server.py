@@ -63,9 +63,13 @@ class Domain:
 
 
 def watch_compute(router: Router, resources: contextlib.AsyncExitStack) -> None:
-    """Exports the router's queue depth and GPU memory until `resources` close."""
-    token = metrics.COMPUTE_GAUGES.add(router.cpu.pool.stats, router.gpu_memory_in_use_bytes)
-    resources.callback(metrics.COMPUTE_GAUGES.remove, token)
+    """Exports the router's pool, GPU and fallback figures until `resources` close."""
+    resources.callback(metrics.COMPUTE_GAUGES.remove, metrics.COMPUTE_GAUGES.add(router.stats))
+
+
+def watch_outbox(relay: OutboxRelay, resources: contextlib.AsyncExitStack) -> None:
+    """Exports the relay's last backlog measurement until `resources` close."""
+    resources.callback(metrics.OUTBOX_GAUGES.remove, metrics.OUTBOX_GAUGES.add(relay.backlog))
 
 
 async def create_server(config: LatticeConfig) -> RunningService:
@@ -77,7 +81,7 @@ async def create_server(config: LatticeConfig) -> RunningService:
     resources = contextlib.AsyncExitStack()
     try:
         database = await open_database(config.service, resources)
-        redis = await open_redis(config.service.redis_url)
+        redis = await open_redis(config.service.redis_url, service=config.service.service_name)
         resources.push_async_callback(redis.aclose)
         denylist = Denylist(redis)
         verifier = remote_token_verifier(
@@ -107,6 +111,7 @@ async def create_server(config: LatticeConfig) -> RunningService:
         relay = OutboxRelay(outbox, publisher, relay_config.settings)
         relay.start()
         resources.push_async_callback(relay.close)
+        watch_outbox(relay, resources)
 
         store = PostgresLatticeStore(database)
         cache = FieldCache(config.cache_bytes)
@@ -169,7 +174,11 @@ async def start_server(
         register=register,
         resources=resources,
         auth_interceptor=AuthInterceptor(
-            verifier, public_methods=PUBLIC_METHODS, denylist=denylist, api_keys=api_keys
+            verifier,
+            service=config.service_name,
+            public_methods=PUBLIC_METHODS,
+            denylist=denylist,
+            api_keys=api_keys,
         ),
         rate_limit_interceptor=rate_limit,
         max_message_bytes=MAX_MESSAGE_BYTES,

@@ -83,7 +83,7 @@ async def create_server(
     resources = contextlib.AsyncExitStack()
     try:
         database = await open_database(config.service, resources)
-        redis = await open_redis(config.service.redis_url)
+        redis = await open_redis(config.service.redis_url, service=config.service.service_name)
         resources.push_async_callback(redis.aclose)
         resolver = resolver if resolver is not None else SystemResolver()
         delivery = config.delivery
@@ -221,6 +221,7 @@ async def start_server(
         resources=resources,
         auth_interceptor=AuthInterceptor(
             verifier,
+            service=config.service_name,
             public_methods=PUBLIC_METHODS,
             denylist=denylist,
             api_keys=api_keys,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,3 +81,11 @@ def set_plan(stack: Any, tenant: Tenant, plan: str) -> None:
     ):
         admin.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant.tenant_id,))
         admin.execute("UPDATE tenants SET plan = %s WHERE id = %s", (plan, tenant.tenant_id))
+
+
+def eventually(condition: Callable[[], object], within: float, what: str) -> None:
+    """Polls `condition` until it is truthy; fails naming `what` after `within` seconds."""
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {within} s: {what}"
+        time.sleep(0.05)

@@ -300,7 +300,7 @@ def test_the_lattice_metrics(stack: Any, gateway: httpx.Client, tenant: Tenant) 
         'outcome="ok"}',
         'catalytic_lattice_operations_total{algorithm="xor",device="cpu",op="transform",'
         'outcome="ok"}',
-        'catalytic_lattice_compute_seconds_count{op="transform"}',
+        'catalytic_lattice_compute_seconds_count{device="cpu",op="transform"}',
         "catalytic_lattice_pool_queue_depth ",
         "catalytic_lattice_cache_hits_total ",
         "catalytic_lattice_cache_misses_total ",

@@ -24,9 +24,12 @@ from catalytic.lattice.v1 import lattice_service_pb2 as pb
 from catalytic.lattice.v1 import lattice_service_pb2_grpc as pb_grpc
 from psycopg import sql
 
+from services.common.db import Database, open_pool
 from services.common.migrate import migrate
 from services.common.server import RunningService
 from services.lattice.config import LatticeConfig
+from services.lattice.metrics import Backlog
+from services.lattice.outbox_store import PostgresOutbox
 from services.lattice.server import create_server
 from tests.e2e.helpers import register_and_login
 from tests.unit.lattice.fake_webhook import TOKEN, FakeWebhook
@@ -237,3 +240,36 @@ async def test_the_relay_reads_across_tenants_and_nothing_more(
             # Even the row's own tenant cannot rewrite an event, only its bookkeeping.
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 app.execute("UPDATE lattice_outbox SET data = '{}'")
+
+
+async def test_the_backlog_counts_every_tenants_unsent_events_as_the_app_role(
+    scratch: Scratch,
+) -> None:
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    for tenant in (first, second):
+        scratch.add_tenant(tenant)
+    with psycopg.connect(scratch.admin_url, autocommit=True) as conn:
+        for tenant, age_s, sent in ((first, 120, False), (second, 30, False), (first, 600, True)):
+            with conn.transaction():
+                conn.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant,))
+                conn.execute(
+                    "INSERT INTO lattice_outbox (id, tenant_id, event_type, data, occurred_at,"
+                    " sent_at) VALUES (%s, %s, 'lattice.created', '{}',"
+                    " clock_timestamp() - make_interval(secs => %s),"
+                    " CASE WHEN %s THEN clock_timestamp() END)",
+                    (str(uuid.uuid4()), tenant, age_s, sent),
+                )
+    pool = await open_pool(scratch.app_url, min_size=1, max_size=1, name="lattice")
+    try:
+        outbox = PostgresOutbox(Database(pool))
+        backlog = await outbox.backlog()
+        assert backlog.pending == 2  # both tenants', the sent one not
+        assert 120 <= backlog.oldest_age_s < 180
+        with psycopg.connect(scratch.admin_url, autocommit=True) as conn:
+            for tenant in (first, second):
+                with conn.transaction():
+                    conn.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant,))
+                    conn.execute("UPDATE lattice_outbox SET sent_at = clock_timestamp()")
+        assert await outbox.backlog() == Backlog(0, 0.0)
+    finally:
+        await pool.close()

@@ -12,10 +12,16 @@ from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 
 from services.common import context as request_context
-from services.common.access_tokens import AccessTokenVerifier
+from services.common.access_tokens import (
+    TOKEN_OUTCOMES,
+    TOKEN_VERIFICATIONS,
+    AccessTokenVerifier,
+    ExpiredToken,
+)
 from services.common.api_keys import ApiKeyVerifier
+from services.common.context import Principal
 from services.common.denylist import Denylist
-from services.common.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from services.common.errors import InvalidArgument, PermissionDenied, Unauthenticated, Unavailable
 from services.common.interceptors.base import Context, RpcInterceptor
 from services.common.internal_auth import METADATA_KEY, SERVICE_PRINCIPAL, InternalToken
 
@@ -25,6 +31,10 @@ BEARER = "bearer "
 AUTHORIZATION = "authorization"
 API_KEY = "x-api-key"
 REVOKED = "credential has been revoked"
+
+
+class RevokedCredential(Unauthenticated):
+    """The credential is valid but was revoked (logout, key deletion): the denylist has it."""
 
 
 class AuthInterceptor(RpcInterceptor):
@@ -37,12 +47,16 @@ class AuthInterceptor(RpcInterceptor):
     `internal_methods` accept the `internal_token` and nothing else: a tenant credential there is
     PERMISSION_DENIED (it would let a tenant act for another), and the caller becomes the
     service principal (tenant_id ""). Elsewhere `x-internal-token` is no credential at all.
+
+    Every access token presented is counted once, by outcome, under `service`
+    (catalytic_token_verifications_total).
     """
 
     def __init__(
         self,
         verifier: AccessTokenVerifier,
         *,
+        service: str,
         public_methods: Collection[str],
         denylist: Denylist | None = None,
         api_keys: ApiKeyVerifier | None = None,
@@ -55,6 +69,10 @@ class AuthInterceptor(RpcInterceptor):
         self._api_keys = api_keys
         self._internal = frozenset(internal_methods)
         self._internal_token = internal_token
+        # Every outcome exported from the start (0), bound once: a call costs one increment.
+        self._outcomes = {
+            outcome: TOKEN_VERIFICATIONS.labels(service, outcome) for outcome in TOKEN_OUTCOMES
+        }
 
     def _is_public(self, method: str) -> bool:
         return method in self._public or method.startswith(ALWAYS_PUBLIC_PREFIXES)
@@ -106,13 +124,31 @@ class AuthInterceptor(RpcInterceptor):
             )
 
     async def _authenticate_bearer(self, header: str) -> None:
-        if not header.lower().startswith(BEARER):
-            raise Unauthenticated("authorization must use the Bearer scheme")
-        principal = await self._verifier.verify(header[len(BEARER) :].strip())
-        if self._denylist is not None and await self._denylist.contains(principal.token_id):
-            raise Unauthenticated(REVOKED)
+        try:
+            principal, cached = await self._verify_bearer(header)
+        except ExpiredToken:
+            self._outcomes["expired"].inc()
+            raise
+        except RevokedCredential:
+            self._outcomes["revoked"].inc()
+            raise
+        except Unauthenticated:
+            self._outcomes["invalid"].inc()
+            raise
+        except Unavailable:
+            self._outcomes["unavailable"].inc()
+            raise
+        self._outcomes["cached" if cached else "verified"].inc()
         request_context.set_principal(principal)
         request_context.authorization.set(header)
+
+    async def _verify_bearer(self, header: str) -> tuple[Principal, bool]:
+        if not header.lower().startswith(BEARER):
+            raise Unauthenticated("authorization must use the Bearer scheme")
+        principal, cached = await self._verifier.check(header[len(BEARER) :].strip())
+        if self._denylist is not None and await self._denylist.contains(principal.token_id):
+            raise RevokedCredential(REVOKED)
+        return principal, cached
 
     async def _authenticate_api_key(self, key: str) -> None:
         if self._api_keys is None:
@@ -121,5 +157,5 @@ class AuthInterceptor(RpcInterceptor):
         if self._denylist is not None and await self._denylist.contains_api_key(
             principal.api_key_id
         ):
-            raise Unauthenticated(REVOKED)
+            raise RevokedCredential(REVOKED)
         request_context.set_principal(principal)

@@ -13,7 +13,8 @@ Routing (`Router.choose`), in order:
    field cost more than the CPU spends on the whole job.
 
 A GPU run that fails (out of memory, a CUDA or compile error, anything but a domain error or a
-deadline) is retried on the CPU within the same deadline; the outcome's `device` says which ran.
+deadline) is retried on the CPU within the same deadline; the outcome's `device` says which ran,
+and the Router counts the fallback by reason (`Router.stats`, read by the service's metrics).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from services.lattice.engine.cpu_pool import (
     FillJob,
     Lane,
     PathJob,
+    PoolStats,
     Share,
     TransformJob,
 )
@@ -59,8 +61,16 @@ _DEVICE_MODE_BY_NAME: dict[str, DeviceMode] = {mode: mode for mode in DEVICE_MOD
 LIGHT_VERTICES = 1 << 16
 
 _T = TypeVar("_T")
-# GpuFailure reasons that are routine (the CPU handles such inputs), not faults.
-_DECLINED = frozenset({"declined", "unsupported", "insufficient_memory"})
+# Every GpuFailure reason (a metrics label: keep the set closed). The first three are routine
+# (the CPU handles such inputs), the last two faults.
+GPU_FAILURE_REASONS = (
+    "declined",
+    "unsupported",
+    "insufficient_memory",
+    "out_of_memory",
+    "kernel_error",
+)
+_DECLINED = frozenset(GPU_FAILURE_REASONS[:3])
 
 
 @dataclass(frozen=True)
@@ -192,6 +202,10 @@ class GpuDevice(ComputeBackend, Protocol):
 
     def memory_in_use_bytes(self) -> int:
         """Bytes the CuPy memory pool holds for live arrays (for metrics)."""
+        ...
+
+    def memory_total_bytes(self) -> int:
+        """The device's memory, all of it (for metrics; the pool's cap is lower)."""
         ...
 
     async def close(self) -> None: ...
@@ -381,6 +395,17 @@ class CpuBackend:
         await self.pool.close()
 
 
+@dataclass(frozen=True)
+class RouterStats:
+    """A snapshot for metrics: the CPU pool's, GPU memory (None without a GPU) and the GPU
+    runs retried on the CPU so far, by GpuFailure reason (every reason, 0 until it happens)."""
+
+    pool: PoolStats
+    gpu_memory_bytes: int | None
+    gpu_memory_total_bytes: int | None
+    gpu_fallbacks: dict[str, int]
+
+
 class Router:
     """A ComputeBackend that sends each call to the GPU or the CPU (see the module docstring)."""
 
@@ -399,6 +424,7 @@ class Router:
         self.mode = mode
         self.model = model or CostModel()
         self._on_gpu: set[str] = set()  # tenants with a job on the GPU or waiting for it
+        self._fallbacks = dict.fromkeys(GPU_FAILURE_REASONS, 0)
         if mode == "gpu" and gpu is None:
             logger.warning("COMPUTE_DEVICE=gpu but no usable GPU was found; running on the CPU")
 
@@ -416,6 +442,16 @@ class Router:
     def gpu_memory_in_use_bytes(self) -> int | None:
         """Bytes of GPU memory in use by this process's arrays, None without a GPU (metrics)."""
         return None if self.gpu is None else self.gpu.memory_in_use_bytes()
+
+    def stats(self) -> RouterStats:
+        """What the metrics read when scraped; only reads counters and the devices' state."""
+        gpu = self.gpu
+        return RouterStats(
+            pool=self.cpu.pool.stats(),
+            gpu_memory_bytes=None if gpu is None else gpu.memory_in_use_bytes(),
+            gpu_memory_total_bytes=None if gpu is None else gpu.memory_total_bytes(),
+            gpu_fallbacks=dict(self._fallbacks),
+        )
 
     async def make_field(
         self, grid: Grid, fill: Fill, *, deadline_s: float | None = None, share: Share | None = None
@@ -519,6 +555,7 @@ class Router:
             try:
                 return await call(self.gpu, _remaining(deadline))
             except GpuFailure as failure:
+                self._fallbacks[failure.reason] = self._fallbacks.get(failure.reason, 0) + 1
                 level = logging.INFO if failure.reason in _DECLINED else logging.WARNING
                 logger.log(
                     level,

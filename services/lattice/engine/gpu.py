@@ -89,6 +89,7 @@ class GpuBackend:
         self._cp = cp
         self._pool = cp.get_default_memory_pool()
         _, total = cp.cuda.runtime.memGetInfo()
+        self.device_memory_bytes = int(total)
         self.memory_limit_bytes = memory_limit_bytes or int(total * DEFAULT_MEMORY_FRACTION)
         self._pool.set_limit(size=self.memory_limit_bytes)
         self._kernels = gpu_kernels.Kernels(cp)
@@ -167,6 +168,9 @@ class GpuBackend:
 
     def memory_in_use_bytes(self) -> int:
         return int(self._pool.used_bytes())
+
+    def memory_total_bytes(self) -> int:
+        return self.device_memory_bytes
 
     # ComputeBackend
 

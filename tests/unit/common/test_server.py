@@ -284,3 +284,16 @@ def test_the_event_loop_is_uvloop_unless_asked_otherwise() -> None:
     assert event_loop_factory({"EVENT_LOOP": "asyncio"}) is asyncio.new_event_loop
     with pytest.raises(ConfigError, match="EVENT_LOOP"):
         event_loop_factory({"EVENT_LOOP": "trio"})
+
+
+async def test_the_server_sets_its_build_info(channel: grpc.aio.Channel) -> None:
+    (sample,) = (
+        sample
+        for family in REGISTRY.collect()
+        if family.name == "catalytic_build_info"
+        for sample in family.samples
+        if sample.labels["service"] == SERVICE_NAME
+    )
+    assert sample.value == 1
+    assert sample.labels["version"]
+    assert sample.labels["git_sha"]

@@ -14,6 +14,7 @@ import pytest
 
 from services.common.grpc_client import insecure_channel
 from services.common.internal_auth import InternalToken
+from services.lattice.metrics import Backlog
 from services.lattice.outbox import (
     OutboxRelay,
     PendingEvent,
@@ -53,6 +54,9 @@ class MemoryOutbox:
     claimed: set[str] = field(default_factory=set)
     errors: dict[str, str] = field(default_factory=dict)
     emptied: asyncio.Event = field(default_factory=asyncio.Event)
+    oldest_age_s: float = 0.0  # what backlog() reports while rows wait
+    measured: int = 0
+    was_measured: asyncio.Event = field(default_factory=asyncio.Event)
 
     def add(self, *events: PendingEvent) -> None:
         for item in events:
@@ -85,6 +89,13 @@ class MemoryOutbox:
             self.sent.append(event_id)
         if not self.rows:
             self.emptied.set()
+
+    async def backlog(self) -> Backlog:
+        self.measured += 1
+        self.was_measured.set()
+        if not self.rows:
+            return Backlog(0, 0.0)
+        return Backlog(len(self.rows), self.oldest_age_s)
 
     async def retry_later(
         self,

@@ -14,6 +14,7 @@ from services.common.config import ConfigError
 from services.common.errors import DeadlineExceeded, InvalidArgument
 from services.lattice.engine.analysis import analyze
 from services.lattice.engine.compute import (
+    GPU_FAILURE_REASONS,
     AnalysisOutcome,
     ComputeConfig,
     CostModel,
@@ -72,6 +73,9 @@ class FakeGpu:
 
     def memory_in_use_bytes(self) -> int:
         return 123
+
+    def memory_total_bytes(self) -> int:
+        return 1 << 30
 
     def _ran(self, name: str) -> None:
         self.calls.append(name)
@@ -145,6 +149,9 @@ def test_without_a_gpu_everything_runs_on_the_cpu() -> None:
         chosen = router(None, mode)
         assert {chosen.choose(w) for w in (SMALL, BIG, Work("analysis", 1 << 24))} == {"cpu"}
         assert chosen.gpu_memory_in_use_bytes() is None
+        stats = chosen.stats()
+        assert (stats.gpu_memory_bytes, stats.gpu_memory_total_bytes) == (None, None)
+        assert set(stats.gpu_fallbacks.values()) == {0}
 
 
 def test_auto_sends_only_large_work_to_the_gpu() -> None:
@@ -184,6 +191,12 @@ async def test_a_failing_gpu_falls_back_to_the_cpu(pool: CpuPool, reason: str) -
     assert outcome.field.tobytes() == (FIELD.view(np.uint32) ^ 9).tobytes()
     made = await routed.make_field(GRID, RandomFill(seed=1, low=0, high=1, blocked_fraction=0))
     assert made.device == "cpu"
+    # Both runs counted as fallbacks, by reason, for the metrics; every reason is there.
+    stats = routed.stats()
+    assert stats.gpu_fallbacks == {
+        known: 2 if known == reason else 0 for known in GPU_FAILURE_REASONS
+    }
+    assert (stats.gpu_memory_bytes, stats.gpu_memory_total_bytes) == (123, 1 << 30)
 
 
 @MODULE
