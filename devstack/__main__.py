@@ -138,6 +138,7 @@ def _print_monitoring(monitoring: Monitoring) -> None:
         "Monitoring is up (scrape and evaluation every 15 s):",
         f"  Prometheus:   {urls['prometheus']}/targets  (graph: {urls['prometheus']}/graph)",
         f"  alerts:       {urls['prometheus']}/alerts  and Alertmanager {urls['alertmanager']}",
+        f"  notified:     {_short(monitoring.logs_dir)}/alerts.log (every receiver, on loopback)",
         f"  exporters:    blackbox {urls['blackbox']}, postgres {urls['postgres_exporter']},"
         f" redis {urls['redis_exporter']}",
         f"  data:         {_short(monitoring.dir)}/  logs: {_short(monitoring.logs_dir)}/",

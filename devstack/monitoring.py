@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import json
 import os
 import shutil
 import socket
+import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import urlsplit, urlunsplit
@@ -29,7 +33,8 @@ from deploy.monitoring.config import (
     RuleFiles,
     Targets,
     blackbox_config,
-    local_alertmanager_config,
+    local_alertmanager_settings,
+    local_alertmanager_yaml,
     prometheus_config,
     shortened_rules,
     write_yaml,
@@ -55,6 +60,8 @@ MONITORING_PORT_ENV: dict[str, tuple[str, int]] = {
 # Program -> the Debian package that installs it as /usr/bin/<program>.
 PROGRAMS: dict[str, str] = {
     "prometheus": "prometheus",
+    "promtool": "prometheus",
+    "amtool": "prometheus-alertmanager",
     "prometheus-alertmanager": "prometheus-alertmanager",
     "prometheus-blackbox-exporter": "prometheus-blackbox-exporter",
     "prometheus-postgres-exporter": "prometheus-postgres-exporter",
@@ -119,11 +126,73 @@ def program(name: str) -> Path:
     )
     if found is None:
         raise MissingBinaryError(
-            f"{name} is not installed (Debian package {PROGRAMS[name]}); run "
+            f"{name} is not installed (Debian package {PROGRAMS.get(name, name)}); run "
             f"`make system-deps MONITORING=1` (or scripts/install-system-deps.sh --monitoring)"
             f" — {INSTALL_HINT}"
         )
     return Path(found)
+
+
+class AlertSink:
+    """Alertmanager's receivers of a local run (webhook, PagerDuty, Slack) on 127.0.0.1: answers
+    200 to every POST and appends one line per notification to `log_path` (alerts.log)."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                try:
+                    summary = _notification_summary(json.loads(body))
+                except (ValueError, AttributeError, TypeError):
+                    summary = f"{len(body)} bytes"
+                line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {self.path} {summary}\n"
+                with lock, log_path.open("a") as log:
+                    log.write(line)
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _notification_summary(body: dict[str, object]) -> str:
+    """`firing ServiceDown{service=webhook}, ...` for an Alertmanager webhook notification, the
+    event action and summary for PagerDuty, the title for Slack."""
+    alerts = body.get("alerts")
+    if isinstance(alerts, list):
+        return ", ".join(
+            f"{a['status']} {a['labels'].get('alertname')}{{service={a['labels'].get('service')}}}"
+            for a in alerts
+        )
+    if "event_action" in body:
+        payload = body.get("payload")
+        summary = payload.get("summary") if isinstance(payload, dict) else None
+        return f"{body['event_action']} {summary}"
+    attachments = body.get("attachments")
+    if isinstance(attachments, list) and attachments and isinstance(attachments[0], dict):
+        return str(attachments[0].get("title"))
+    return "?"
 
 
 class Monitoring:
@@ -140,6 +209,7 @@ class Monitoring:
         *,
         intervals: Intervals = PRODUCTION,
         alert_webhook: str | None = None,
+        alert_sink: str | None = None,
         drill: bool = False,
         rules: RuleFiles = DEFAULT_RULES,
         postgres_dsn: str | None = None,
@@ -149,6 +219,8 @@ class Monitoring:
         self.ports = ports if ports is not None else MonitoringPorts()
         self.intervals = intervals
         self.alert_webhook = alert_webhook
+        self.alert_sink = alert_sink
+        self._own_sink: AlertSink | None = None
         self.drill = drill
         self.rules = rules
         self._postgres_dsn = postgres_dsn
@@ -218,6 +290,9 @@ class Monitoring:
         for child in reversed(list(self.children.values())):
             child.stop(grace=10.0)
         self.children.clear()
+        if self._own_sink is not None:
+            self._own_sink.close()
+            self._own_sink = None
 
     def __enter__(self) -> Monitoring:
         return self.start()
@@ -269,8 +344,15 @@ class Monitoring:
         )
 
     def _start_alertmanager(self) -> None:
+        # The production template (deploy/monitoring/render.py), every receiver on loopback:
+        # the caller's sink, or our own that logs each notification to logs/alerts.log.
+        sink = self.alert_sink
+        if sink is None:
+            self._own_sink = AlertSink(self.logs_dir / "alerts.log")
+            sink = self._own_sink.url
+        settings = local_alertmanager_settings(self.dir / "secrets", sink, self.alert_webhook)
         path = self.dir / "alertmanager.yml"
-        write_yaml(path, local_alertmanager_config(self.alert_webhook, fast=self.drill))
+        path.write_text(local_alertmanager_yaml(settings, fast=self.drill))
         self._run(
             "alertmanager",
             [
@@ -288,7 +370,10 @@ class Monitoring:
         if self.drill:
             # Alerts that wait minutes before firing in production fire within seconds here.
             copies = shortened_rules(
-                rules.files(), self.dir / "rules", max_for_s=2 * self.intervals.evaluation_s
+                rules.files(),
+                self.dir / "rules",
+                max_for_s=2 * self.intervals.evaluation_s,
+                max_interval_s=self.intervals.evaluation_s,
             )
             rules = RuleFiles([str(path) for path in copies])
         path = self.dir / "prometheus.yml"

@@ -1,4 +1,5 @@
-"""Renders the Prometheus and blackbox-exporter configuration from the stack's addresses.
+"""Renders the Prometheus and blackbox-exporter configuration from the stack's addresses, and
+the local Alertmanager configuration through render.py's production template.
 
 One renderer for every user: `make monitor` (production intervals) and the live test (short
 intervals). Job names and the `service` label on every target are the metrics contract's
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from deploy.monitoring.render import SECRET_FILES, AlertmanagerSettings, render_alertmanager
 
 MONITORING_DIR = Path(__file__).resolve().parent
 RULES_DIR = MONITORING_DIR / "rules"
@@ -158,14 +161,21 @@ _DURATION_PART = re.compile(r"(\d+)(ms|[smhdwy])")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 
 
-def shortened_rules(sources: Sequence[Path], dest: Path, max_for_s: float) -> list[Path]:
+def shortened_rules(
+    sources: Sequence[Path], dest: Path, max_for_s: float, max_interval_s: float | None = None
+) -> list[Path]:
     """Copies of the rule files with every `for:` capped at `max_for_s` (the live drill: an
-    alert that waits minutes in production fires within seconds); recording rules unchanged."""
+    alert that waits minutes in production fires within seconds) and every group's own
+    `interval:` at `max_interval_s` (the 30-day SLI, evaluated every 5 min in production);
+    the expressions unchanged."""
     dest.mkdir(parents=True, exist_ok=True)
     written = []
     for source in sources:
         document = yaml.safe_load(source.read_text()) or {}
         for group in document.get("groups", []):
+            interval = group.get("interval")
+            if max_interval_s is not None and interval and _seconds(interval) > max_interval_s:
+                group["interval"] = _duration(max_interval_s)
             for rule in group.get("rules", []):
                 if "for" in rule and _seconds(str(rule["for"])) > max_for_s:
                     rule["for"] = _duration(max_for_s)
@@ -185,21 +195,61 @@ def write_yaml(path: Path, data: Mapping[str, Any]) -> None:
     path.write_text(yaml.safe_dump(dict(data), sort_keys=False, default_flow_style=False))
 
 
-def local_alertmanager_config(webhook_url: str | None, *, fast: bool = False) -> dict[str, Any]:
-    """alertmanager.yml for a local run: every alert to one webhook receiver on loopback (the
-    drill's, or none: alerts are then only in Alertmanager's API and `make monitor-snapshot`).
+# The receivers' endpoints of a local run, as paths under one loopback sink (the live test's
+# receiver, or devstack's own that logs what it gets): nothing leaves the machine.
+SINK_PATHS = {
+    "webhook": "/alerts",
+    "pagerduty": "/pagerduty",
+    "slack-services-url": "/slack-services",
+    "slack-platform-url": "/slack-platform",
+}
+# Nothing listens there: `info` alerts' e-mails fail locally (Alertmanager logs it).
+LOCAL_SMTP = "127.0.0.1:25"
 
-    `fast` groups and repeats within seconds, for the live drill."""
-    receiver: dict[str, Any] = {"name": "local"}
-    if webhook_url is not None:
-        receiver["webhook_configs"] = [{"url": webhook_url, "send_resolved": True}]
-    return {
-        "route": {
-            "receiver": "local",
-            "group_by": ["alertname", "service"],
-            "group_wait": "1s" if fast else "30s",
-            "group_interval": "1s" if fast else "5m",
-            "repeat_interval": "1h" if fast else "4h",
-        },
-        "receivers": [receiver],
+
+def local_alertmanager_settings(
+    secrets_dir: Path, sink_url: str, webhook_url: str | None = None
+) -> AlertmanagerSettings:
+    """The production template's settings for a local run: PagerDuty, Slack and the `webhook`
+    receiver post to `sink_url` (http://host:port) paths, unless `webhook_url` is given; the
+    secret files are written under `secrets_dir` (loopback URLs and dummy keys)."""
+    sink = sink_url.rstrip("/")
+    settings = AlertmanagerSettings(
+        secrets_dir=secrets_dir.resolve(),
+        email_to="oncall@localhost.test",
+        email_from="alertmanager@localhost.test",
+        smtp_smarthost=LOCAL_SMTP,
+        smtp_require_tls=False,
+        pagerduty_url=sink + SINK_PATHS["pagerduty"],
+        webhook_url=webhook_url or sink + SINK_PATHS["webhook"],
+    )
+    secrets = {
+        "smtp-password": "local",
+        "pagerduty-services-key": "local-services",
+        "pagerduty-platform-key": "local-platform",
+        "slack-services-url": sink + SINK_PATHS["slack-services-url"],
+        "slack-platform-url": sink + SINK_PATHS["slack-platform-url"],
     }
+    assert set(secrets) == set(SECRET_FILES.values())
+    secrets_dir.mkdir(parents=True, exist_ok=True)
+    for name, value in secrets.items():
+        (secrets_dir / name).write_text(value + "\n")
+    return settings
+
+
+def local_alertmanager_yaml(settings: AlertmanagerSettings, *, fast: bool = False) -> str:
+    """render_alertmanager's text (the production routes, inhibition and receivers); `fast`
+    (the live drill) shortens every group_wait and group_interval to a second, as the drill's
+    rule copies shorten `for:`."""
+    text = render_alertmanager(settings)
+    if not fast:
+        return text
+    document = yaml.safe_load(text)
+    routes = [document["route"]]
+    while routes:
+        route = routes.pop()
+        for key in ("group_wait", "group_interval"):
+            if key in route or route is document["route"]:
+                route[key] = "1s"
+        routes.extend(route.get("routes", []))
+    return yaml.safe_dump(document, sort_keys=False, default_flow_style=False)

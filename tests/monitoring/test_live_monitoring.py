@@ -1,10 +1,12 @@
 """The monitoring stack against the live test stack: targets, rules, every panel, an alert drill.
 
 Starts Debian's Prometheus, Alertmanager and exporters (devstack/monitoring.py) next to the
-session stack with 1 s scrape and evaluation intervals, drives a little API traffic, then:
-every target is up; every recording rule and every dashboard query parses and returns data (a
-renamed metric fails here); one service is stopped and its down alert reaches a webhook
-receiver on loopback through Alertmanager, then resolves after the restart.
+session stack with 1 s scrape and evaluation intervals (the rules' `for:` shortened, the
+Alertmanager configuration rendered from the production template with 1 s grouping), drives a
+little API traffic, then: promtool accepts the rendered configuration; every target is up;
+every recording rule and every dashboard query parses and returns data (a renamed metric fails
+here); one service is stopped and the rules' ServiceDown reaches the webhook, PagerDuty and
+Slack receivers (one loopback server) through Alertmanager, then resolves after the restart.
 """
 
 from __future__ import annotations
@@ -12,28 +14,27 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
-from deploy.monitoring.config import DEFAULT_RULES, Intervals, RuleFiles
+from deploy.monitoring.config import SINK_PATHS, Intervals
 from deploy.monitoring.dashboards.definitions import GPU_ONLY
 from deploy.monitoring.snapshot import Prometheus, metric_names_in, panel_queries
 from deploy.monitoring.traffic import drive
 from devstack import Stack
 from devstack.monitoring import Monitoring, MonitoringPorts
+from tests.monitoring.tools import run, tool
 from tests.unit.webhook.receiver import Receiver, running_receiver
 
 pytestmark = pytest.mark.e2e
 
-# The alert the drill expects, from deploy/monitoring/rules/; drill_rules.yml defines a minimal
-# one with the same name for as long as the rule files do not.
+# The drill: the rules' own ServiceDown (deploy/monitoring/rules/alerts-services.yml, critical,
+# owned by the services team) through the production Alertmanager routes (render.py).
 DRILL_ALERT = "ServiceDown"
 DRILL_SERVICE = "webhook"
-FALLBACK_RULES = Path(__file__).with_name("drill_rules.yml")
 RATE_WINDOW = "10s"  # Grafana's $__rate_interval at 1 s scrapes
-ALERTS_PATH = "/alerts"
+ALERTS_PATH = SINK_PATHS["webhook"]
 
 T = TypeVar("T")
 
@@ -52,16 +53,6 @@ def until(check: Callable[[], T | None], what: str, timeout: float = 30.0) -> T:
         time.sleep(0.25)
 
 
-def _defines_alert(rules: RuleFiles, name: str) -> bool:
-    import yaml
-
-    for path in rules.files():
-        for group in (yaml.safe_load(path.read_text()) or {}).get("groups", []):
-            if any(rule.get("alert") == name for rule in group.get("rules", [])):
-                return True
-    return False
-
-
 @pytest.fixture(scope="module")
 def alert_receiver() -> Iterator[Receiver]:
     with running_receiver() as receiver:
@@ -70,16 +61,13 @@ def alert_receiver() -> Iterator[Receiver]:
 
 @pytest.fixture(scope="module")
 def monitoring(stack: Stack, alert_receiver: Receiver) -> Iterator[Monitoring]:
-    rules = DEFAULT_RULES
-    if not _defines_alert(rules, DRILL_ALERT):
-        rules = RuleFiles([*rules.patterns, str(FALLBACK_RULES)])
     with Monitoring(
         stack,
         MonitoringPorts.free(),
         intervals=Intervals(scrape_s=1, evaluation_s=1),
-        alert_webhook=alert_receiver.url(ALERTS_PATH),
+        # Every receiver of the rendered configuration posts to paths of this one.
+        alert_sink=alert_receiver.url(""),
         drill=True,
-        rules=rules,
         log=lambda line: print(f"[monitoring] {line}"),
     ) as running:
         yield running
@@ -92,6 +80,13 @@ def prometheus(monitoring: Monitoring, stack: Stack) -> Iterator[Prometheus]:
     assert counts.ok() > 20, counts.by_status
     yield client
     client.close()
+
+
+def test_promtool_accepts_the_rendered_config(monitoring: Monitoring) -> None:
+    # The drill's own files (1 s intervals, shortened rule copies); test_monitoring_config.py
+    # checks the production intervals offline.
+    result = run(tool("promtool"), "check", "config", monitoring.dir / "prometheus.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_every_target_is_up(prometheus: Prometheus) -> None:
@@ -164,6 +159,13 @@ def test_a_stopped_service_alerts_and_resolves(
             f"{DRILL_ALERT} firing for {DRILL_SERVICE} at the receiver",
             timeout=30,
         )
+        # Critical and the services team's: paged and posted too, per the production routes.
+        for receiver in ("pagerduty", "slack-services-url"):
+            until(
+                lambda r=receiver: alert_receiver.received(SINK_PATHS[r]),
+                f"{DRILL_ALERT} at the {receiver} receiver",
+                timeout=15,
+            )
     finally:
         stack.start_service(DRILL_SERVICE, wait_for_gateway=False)
     until(
