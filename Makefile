@@ -19,9 +19,11 @@ help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
 # ---------------------------------------------------------------- installation
+# MONITORING=1 adds Prometheus, Alertmanager and the exporters (make monitor, make test).
+MONITORING ?=
 .PHONY: system-deps
-system-deps: ## install missing Debian packages (postgresql, redis-server); needs root or sudo
-	@bash scripts/install-system-deps.sh
+system-deps: ## install missing Debian packages (postgresql, redis-server; MONITORING=1: prometheus & co); needs root or sudo
+	@bash scripts/install-system-deps.sh $(if $(MONITORING),--monitoring)
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -67,8 +69,22 @@ protos: $(GEN)/.stamp ## generate Python stubs, .pyi and the Envoy descriptor se
 
 # ---------------------------------------------------------------- running
 .PHONY: up
-up: system-deps protos web-assets ## start PostgreSQL, Redis, the three services and Envoy on localhost (Ctrl-C stops all)
-	@$(PY) -m devstack up
+up: system-deps protos web-assets ## start PostgreSQL, Redis, the three services and Envoy on localhost (MONITORING=1: and monitoring; Ctrl-C stops all)
+	@$(PY) -m devstack up $(if $(MONITORING),--monitoring)
+
+.PHONY: monitor
+monitor: protos ## Prometheus, Alertmanager and the exporters next to a running `make up` (Ctrl-C stops them)
+	@bash scripts/install-system-deps.sh --monitoring
+	@$(PY) -m devstack monitor
+
+SNAPSHOT_ARGS ?= --traffic 60
+.PHONY: monitor-snapshot
+monitor-snapshot: protos ## draw the dashboards from the running `make monitor` into docs/monitoring/img/ and list firing alerts
+	@$(PY) -m deploy.monitoring.snapshot $(SNAPSHOT_ARGS)
+
+.PHONY: dashboards
+dashboards: protos ## regenerate the Grafana dashboards and provisioning files (committed; tests check drift)
+	@$(PY) -m deploy.monitoring.dashboards
 
 .PHONY: migrate
 migrate: protos ## apply database migrations to DATABASE_ADMIN_URL
@@ -114,7 +130,8 @@ format: venv ## apply ruff's formatting and autofixes
 	@$(BIN)/ruff check --fix .
 
 .PHONY: test
-test: system-deps protos lint ## run every test (unit, integration, e2e) against real PostgreSQL, Redis and Envoy
+test: MONITORING = 1
+test: system-deps protos lint ## run every test (unit, integration, e2e, monitoring) against real PostgreSQL, Redis, Envoy and Prometheus
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: test-unit

@@ -1,12 +1,14 @@
-"""promtool and amtool for the monitoring tests: found on PATH, or the test fails saying how."""
+"""The monitoring tests' tools (promtool, amtool, the exporters): found, or the test fails
+saying which package to install. The one place tests look them up."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from devstack.monitoring import MissingBinaryError, program
 
 MONITORING = Path(__file__).resolve().parents[2] / "deploy" / "monitoring"
 RULES = MONITORING / "rules"
@@ -14,15 +16,12 @@ RULE_TESTS = MONITORING / "tests"
 
 
 def tool(name: str) -> str:
-    """The path of `name`; a missing tool fails the test (never skips): `make system-deps`."""
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(
-            f"{name} is not installed: run `make system-deps` (Debian packages prometheus and"
-            " prometheus-alertmanager)",
-            pytrace=False,
-        )
-    return path
+    """The path of `name` (promtool, amtool, an exporter: devstack.monitoring.PROGRAMS); a
+    missing tool fails the test (never skips), naming its Debian package: `make system-deps`."""
+    try:
+        return str(program(name))
+    except MissingBinaryError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 def run(*args: str | Path) -> subprocess.CompletedProcess[str]:

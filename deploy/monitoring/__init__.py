@@ -1,0 +1,1 @@
+"""Monitoring as code: Prometheus and blackbox configuration, dashboards, snapshots."""

@@ -1,0 +1,1 @@
+"""Dashboards as code: definitions in Python, Grafana JSON generated from them."""
