@@ -57,6 +57,8 @@ WorkKind = Literal["fill", "transform", "path", "analysis"]
 DEVICE_MODES: tuple[DeviceMode, ...] = ("auto", "cpu", "gpu")
 _DEVICE_MODE_BY_NAME: dict[str, DeviceMode] = {mode: mode for mode in DEVICE_MODES}
 
+# How much lower than the service's own the workers' CPU priority is (ADR 50).
+DEFAULT_WORKER_NICE = 10
 # Lattices up to this many vertices are LIGHT work: every op on them is short (a 256 KiB field).
 LIGHT_VERTICES = 1 << 16
 
@@ -248,6 +250,7 @@ class ComputeConfig:
     max_queue: int = 2  # COMPUTE_MAX_QUEUE, default 2 x workers
     light_vertices: int = LIGHT_VERTICES  # COMPUTE_LIGHT_VERTICES
     gpu_memory_limit_bytes: int | None = None  # GPU_MEMORY_LIMIT_BYTES, default 80% of device
+    worker_nice: int = DEFAULT_WORKER_NICE  # COMPUTE_WORKER_NICE: workers' CPU priority below ours
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ComputeConfig:
@@ -268,6 +271,9 @@ class ComputeConfig:
         if max_queue < 0:
             raise ConfigError("environment variable COMPUTE_MAX_QUEUE must be at least 0")
         light_vertices = env_int("COMPUTE_LIGHT_VERTICES", LIGHT_VERTICES, environ=environ)
+        nice = env_int("COMPUTE_WORKER_NICE", DEFAULT_WORKER_NICE, environ=environ)
+        if not 0 <= nice <= 19:
+            raise ConfigError("environment variable COMPUTE_WORKER_NICE must be 0 to 19")
         limit = env_int("GPU_MEMORY_LIMIT_BYTES", 0, environ=environ)
         if limit < 0:
             raise ConfigError("environment variable GPU_MEMORY_LIMIT_BYTES must be at least 0")
@@ -278,6 +284,7 @@ class ComputeConfig:
             max_queue=max_queue,
             light_vertices=light_vertices,
             gpu_memory_limit_bytes=limit or None,
+            worker_nice=nice,
         )
 
 
@@ -582,7 +589,10 @@ def _remaining(deadline: float | None) -> float | None:
 async def open_compute(config: ComputeConfig) -> Router:
     """Starts the CPU pool (workers warmed up) and, unless COMPUTE_DEVICE=cpu, probes the GPU."""
     pool = CpuPool(
-        workers=config.workers, light_workers=config.light_workers, max_queue=config.max_queue
+        workers=config.workers,
+        light_workers=config.light_workers,
+        max_queue=config.max_queue,
+        nice=config.worker_nice,
     )
     await pool.start()
     gpu: GpuDevice | None = None

@@ -139,6 +139,7 @@ class CpuPool:
         warm_up: bool = True,
         test_hooks: bool = False,
         keep_segment_bytes: int = DEFAULT_KEEP_BYTES,
+        nice: int = 0,
     ) -> None:
         if workers < 1:
             raise ValueError("a pool needs at least one worker")
@@ -165,6 +166,9 @@ class CpuPool:
         else:
             self._context = multiprocessing.get_context("spawn")
         self._warm_up = warm_up
+        if not 0 <= nice <= 19:
+            raise ValueError("nice must be 0 to 19")
+        self._nice = nice
         self._test_hooks = test_hooks
         # Our segments' names start with this, so a leak is attributable (and testable).
         self.segment_prefix = f"lat{os.getpid()}{secrets.token_hex(2)}_"
@@ -420,7 +424,7 @@ class CpuPool:
         parent_end, child_end = self._context.Pipe(duplex=True)
         process = self._context.Process(
             target=worker_main,
-            args=(child_end, self._warm_up),
+            args=(child_end, self._warm_up, self._nice),
             name=f"lattice-compute-{slot}",
             daemon=True,
         )

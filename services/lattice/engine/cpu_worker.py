@@ -169,10 +169,15 @@ def portable(exc: BaseException) -> tuple[Any, ...]:
     return ("internal", type(exc).__name__, str(exc), text)
 
 
-def worker_main(conn: Connection, warm: bool) -> None:
-    """The worker's entry point: warm up, report READY, then run jobs until told to stop."""
+def worker_main(conn: Connection, warm: bool, nice: int = 0) -> None:
+    """The worker's entry point: lower its CPU priority by `nice`, warm up, report READY, then
+    run jobs until told to stop."""
     # Ctrl-C reaches the whole process group; the parent decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if nice:
+        # Below the serving processes (the event loop, Envoy, PostgreSQL): on a saturated host
+        # a long search yields the CPU to the request path, not the other way round (ADR 50).
+        os.nice(nice)
     if warm:
         warm_up()
     attachments = Attachments()

@@ -432,6 +432,16 @@ async def test_close_stops_running_jobs_after_the_grace_period() -> None:
         await pool.run(SpinJob(0), TINY, vertices=64)
 
 
+async def test_workers_run_at_a_lower_cpu_priority_than_the_service() -> None:
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    async with CpuPool(workers=2, light_workers=1, warm_up=False, nice=7) as niced:
+        pids = niced.worker_pids()
+        assert len(pids) == 2
+        assert [os.getpriority(os.PRIO_PROCESS, pid) for pid in pids] == [min(own + 7, 19)] * 2
+    with pytest.raises(ValueError, match="nice"):
+        CpuPool(workers=1, light_workers=0, nice=20)
+
+
 async def test_test_hooks_are_refused_by_default() -> None:
     async with CpuPool(workers=1, light_workers=0, warm_up=False) as plain:
         with pytest.raises(ValueError, match="test hook"):

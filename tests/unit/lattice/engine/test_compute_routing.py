@@ -243,6 +243,7 @@ def test_config_defaults_and_overrides() -> None:
     assert defaults.workers >= 1
     assert defaults.max_queue == 2 * defaults.workers
     assert defaults.gpu_memory_limit_bytes is None
+    assert defaults.worker_nice == 10
     set_ = ComputeConfig.from_env(
         {
             "COMPUTE_DEVICE": "GPU",
@@ -250,16 +251,20 @@ def test_config_defaults_and_overrides() -> None:
             "COMPUTE_LIGHT_WORKERS": "2",
             "COMPUTE_MAX_QUEUE": "3",
             "GPU_MEMORY_LIMIT_BYTES": "1000000",
+            "COMPUTE_WORKER_NICE": "0",
         }
     )
     assert (set_.device, set_.workers, set_.light_workers, set_.max_queue) == ("gpu", 4, 2, 3)
     assert set_.gpu_memory_limit_bytes == 1_000_000
+    assert set_.worker_nice == 0
     for bad in (
         {"COMPUTE_DEVICE": "tpu"},
         {"COMPUTE_WORKERS": "0"},
         {"COMPUTE_WORKERS": "2", "COMPUTE_LIGHT_WORKERS": "2"},
         {"COMPUTE_MAX_QUEUE": "-1"},
         {"COMPUTE_WORKERS": "many"},
+        {"COMPUTE_WORKER_NICE": "-1"},
+        {"COMPUTE_WORKER_NICE": "20"},
     ):
         with pytest.raises(ConfigError):
             ComputeConfig.from_env(bad)
