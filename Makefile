@@ -131,8 +131,14 @@ format: venv ## apply ruff's formatting and autofixes
 
 .PHONY: test
 test: MONITORING = 1
-test: system-deps protos lint ## run every test (unit, integration, e2e, monitoring) against real PostgreSQL, Redis, Envoy and Prometheus
-	@$(PY) -m pytest $(PYTEST_ARGS)
+test: system-deps protos lint ## run every test (unit, integration, e2e, monitoring, smoke) against real PostgreSQL, Redis, Envoy and Prometheus
+	@# GATEWAY_URL would point tests/smoke at a deployment: `make test` tests this checkout only.
+	@env -u GATEWAY_URL $(PY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: smoke
+smoke: venv ## smoke-test the deployment at GATEWAY_URL through its gateway (SMOKE_* settings: docs/deployment/smoke-tests.md)
+	@test -n "$$GATEWAY_URL" || { echo "make smoke: GATEWAY_URL is not set; name the deployment's gateway, e.g. GATEWAY_URL=https://api.example.com make smoke (make test runs the suite against a local stack)" >&2; exit 2; }
+	@$(PY) -m pytest tests/smoke -m smoke -p no:cacheprovider $(PYTEST_ARGS)
 
 .PHONY: test-unit
 test-unit: protos ## unit tests only (no servers)
