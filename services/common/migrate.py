@@ -1,6 +1,7 @@
 """Applies the ordered SQL files in migrations/ to PostgreSQL, each exactly once, under a lock.
 
 Usage: python -m services.common.migrate [--dir migrations] [--dry-run] [--status]
+       python -m services.common.migrate --wait-for-current [--timeout SECONDS]
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -177,6 +178,50 @@ def status(url: str, directory: Path, *, out: TextIO = sys.stdout) -> bool:
     return not any("CHANGED" in line for line in lines)
 
 
+def read_applied(url: str) -> dict[int, Applied]:
+    """schema_migrations' rows; empty before the first migration ran."""
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+        exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+        return _read_applied(conn) if exists and exists[0] else {}
+
+
+def wait_for_current(
+    read: Callable[[], Mapping[int, Applied]],
+    directory: Path,
+    *,
+    timeout_s: float,
+    interval_s: float = 2.0,
+    out: TextIO = sys.stdout,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Returns once every migration in `directory` is applied (a Kubernetes initContainer runs
+    this, so a service starts only on the schema its code needs); MigrationError after
+    `timeout_s`, or at once when an applied file differs from the one here.
+
+    Versions applied but unknown here are fine: after `kubectl rollout undo` the older release
+    runs on the newer schema, as it does during any rolling update."""
+    migrations = discover(directory)
+    deadline = clock() + timeout_s
+    while True:
+        try:
+            todo = pending(migrations, read())
+        except psycopg.OperationalError as exc:
+            todo, reason = migrations, f"database not reachable: {exc}".strip()
+        except psycopg.errors.InsufficientPrivilege:
+            # The application role may read schema_migrations from 0009 on, which is pending.
+            todo, reason = migrations, "schema_migrations not readable yet (granted by 0009)"
+        else:
+            reason = "waiting for " + ", ".join(m.filename for m in todo)
+        if not todo:
+            print("schema is current", file=out, flush=True)
+            return
+        if clock() >= deadline:
+            raise MigrationError(f"schema not current after {timeout_s:g} s: {reason}")
+        print(reason, file=out, flush=True)
+        sleep(interval_s)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; exit status 0 on success, 1 on a migration problem, 2 on usage."""
     parser = argparse.ArgumentParser(prog="python -m services.common.migrate", description=__doc__)
@@ -185,6 +230,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--dry-run", action="store_true", help="list what would be applied")
     parser.add_argument("--status", action="store_true", help="show each migration's state")
+    parser.add_argument(
+        "--wait-for-current",
+        action="store_true",
+        help="apply nothing; wait until every migration here is applied (exit 1 on timeout)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds --wait-for-current waits (600)"
+    )
     args = parser.parse_args(argv)
     url = os.environ.get("DATABASE_ADMIN_URL") or os.environ.get("DATABASE_URL")
     if not url:
@@ -193,6 +246,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.status:
             return 0 if status(url, args.dir) else 1
+        if args.wait_for_current:
+            wait_for_current(lambda: read_applied(url), args.dir, timeout_s=args.timeout)
+            return 0
         migrate(url, args.dir, dry_run=args.dry_run)
     except MigrationError as exc:
         print(f"migrate: {exc}", file=sys.stderr)

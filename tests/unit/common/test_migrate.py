@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import re
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from services.common.migrate import (
@@ -16,6 +18,7 @@ from services.common.migrate import (
     main,
     pending,
     status_lines,
+    wait_for_current,
 )
 
 WHEN = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -120,3 +123,88 @@ def test_main_reports_bad_files_before_connecting(
     _write(tmp_path, **{"7_bad.sql": ""})
     assert main(["--dir", str(tmp_path)]) == 1
     assert "7_bad.sql" in capsys.readouterr().err
+
+
+class _Clock:
+    """A fake monotonic clock that `sleep` advances."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def _wait(directory: Path, reads: list[object], clock: _Clock, timeout_s: float = 10.0) -> str:
+    """Runs wait_for_current with `reads` as the successive answers (an exception is raised)."""
+
+    def read() -> dict[int, Applied]:
+        answer = reads.pop(0) if len(reads) > 1 else reads[0]
+        if isinstance(answer, BaseException):
+            raise answer
+        assert isinstance(answer, dict)
+        return answer
+
+    out = io.StringIO()
+    wait_for_current(
+        read,
+        directory,
+        timeout_s=timeout_s,
+        interval_s=2.0,
+        out=out,
+        sleep=clock.sleep,
+        clock=clock,
+    )
+    return out.getvalue()
+
+
+def test_wait_for_current_returns_once_every_file_is_applied(tmp_path: Path) -> None:
+    _write(tmp_path, **{"0001_init.sql": "select 1;", "0002_more.sql": "select 2;"})
+    first, second = sorted(tmp_path.glob("*.sql"))
+    clock = _Clock()
+    unreachable = psycopg.OperationalError("connection refused")
+    output = _wait(
+        tmp_path,
+        [unreachable, {}, {1: _applied(first)}, {1: _applied(first), 2: _applied(second)}],
+        clock,
+    )
+    assert clock.sleeps == [2.0, 2.0, 2.0]
+    assert output.splitlines()[-1] == "schema is current"
+    assert "waiting for 0002_more.sql" in output
+
+
+def test_wait_for_current_accepts_a_newer_schema(tmp_path: Path) -> None:
+    _write(tmp_path, **{"0001_init.sql": "select 1;"})
+    (path,) = tmp_path.glob("*.sql")
+    newer = Applied(2, "later", "0" * 64, WHEN)
+    clock = _Clock()
+    _wait(tmp_path, [{1: _applied(path), 2: newer}], clock)
+    assert clock.sleeps == []
+
+
+def test_wait_for_current_times_out_naming_what_is_missing(tmp_path: Path) -> None:
+    _write(tmp_path, **{"0001_init.sql": "select 1;"})
+    clock = _Clock()
+    with pytest.raises(MigrationError, match=r"after 5 s: waiting for 0001_init\.sql"):
+        _wait(tmp_path, [{}], clock, timeout_s=5.0)
+    assert clock.now >= 5.0
+
+
+def test_wait_for_current_fails_at_once_on_a_changed_file(tmp_path: Path) -> None:
+    _write(tmp_path, **{"0001_init.sql": "select 1;"})
+    changed = Applied(1, "init", "0" * 64, WHEN)
+    clock = _Clock()
+    with pytest.raises(MigrationError, match="changed after it was applied"):
+        _wait(tmp_path, [{1: changed}], clock)
+    assert clock.sleeps == []
+
+
+def test_wait_for_current_needs_a_database_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DATABASE_ADMIN_URL", raising=False)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    assert main(["--wait-for-current", "--timeout", "1"]) == 2
