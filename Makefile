@@ -86,6 +86,26 @@ monitor-snapshot: protos ## draw the dashboards from the running `make monitor` 
 dashboards: protos ## regenerate the Grafana dashboards and provisioning files (committed; tests check drift)
 	@$(PY) -m deploy.monitoring.dashboards
 
+.PHONY: k8s-gateway-config
+k8s-gateway-config: protos ## regenerate deploy/k8s/base/gateway/envoy.yaml from gateway/ (committed; tests check drift)
+	@$(PY) -m deploy.k8s.gateway_config
+
+# checkov (tests/deploy/) lives in a virtual environment of its own: its pins (packaging<24)
+# conflict with pytest's. About 45 s to install.
+CHECKOV_VENV ?= .venv-checkov
+$(CHECKOV_VENV)/.installed: pyproject.toml
+	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	@$(CHECKOV_VENV)/bin/pip install --quiet --upgrade pip
+	@$(CHECKOV_VENV)/bin/pip install --quiet 'checkov>=3.2'
+	@touch $@
+
+.PHONY: checkov
+checkov: $(CHECKOV_VENV)/.installed ## install checkov into .venv-checkov/ (make test does)
+
+.PHONY: test-deploy
+test-deploy: protos checkov ## validate the Kubernetes manifests offline: kustomize, schemas, checkov, policy, envoy
+	@$(PY) -m pytest tests/deploy $(PYTEST_ARGS)
+
 .PHONY: migrate
 migrate: protos ## apply database migrations to DATABASE_ADMIN_URL
 	@$(PY) -m services.common.migrate
@@ -131,7 +151,7 @@ format: venv ## apply ruff's formatting and autofixes
 
 .PHONY: test
 test: MONITORING = 1
-test: system-deps protos lint ## run every test (unit, integration, e2e, monitoring, smoke) against real PostgreSQL, Redis, Envoy and Prometheus
+test: system-deps protos lint checkov ## run every test (unit, integration, e2e, monitoring, smoke, deploy) against real PostgreSQL, Redis, Envoy and Prometheus
 	@# GATEWAY_URL would point tests/smoke at a deployment: `make test` tests this checkout only.
 	@env -u GATEWAY_URL $(PY) -m pytest $(PYTEST_ARGS)
 

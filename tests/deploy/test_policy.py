@@ -101,7 +101,7 @@ def test_every_container_has_requests_limits_and_a_pinned_image(overlay: str) ->
     assert problems == []
 
 
-@pytest.mark.parametrize("overlay", ("staging", "production", "production-gpu"))
+@pytest.mark.parametrize("overlay", ["staging", "production", "production-gpu"])
 def test_staging_and_production_pull_images_by_digest(overlay: str) -> None:
     images = {c["image"] for obj in workloads(overlay) for _, c, _ in containers(obj)}
     assert images
