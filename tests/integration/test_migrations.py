@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from services.common.migrate import MigrationError, migrate, status
+from services.common.migrate import MigrationError, migrate, read_applied, status, wait_for_current
 
 pytestmark = pytest.mark.integration
 
@@ -64,3 +64,23 @@ def test_a_failing_migration_leaves_nothing_behind(fresh_database: str, tmp_path
         assert conn.execute("SELECT to_regclass('half_done')").fetchone() == (None,)
         latest = max(int(f.name[:4]) for f in MIGRATIONS.glob("*.sql"))
         assert conn.execute("SELECT max(version) FROM schema_migrations").fetchone() == (latest,)
+
+
+def test_the_app_role_waits_for_the_schema_then_sees_it_current(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    # What the Kubernetes initContainer does: as catalytic_app, before and after the Job.
+    admin = psycopg.conninfo.conninfo_to_dict(fresh_database)
+    app_url = psycopg.conninfo.make_conninfo(fresh_database, user="catalytic_app")
+    before = sorted(MIGRATIONS.glob("*.sql"))[:1]
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    shutil.copy(before[0], partial / before[0].name)
+    migrate(fresh_database, partial, out=io.StringIO())  # the role exists, 0009 not applied yet
+    with pytest.raises(MigrationError, match="not readable yet"):
+        wait_for_current(lambda: read_applied(app_url), MIGRATIONS, timeout_s=0, out=io.StringIO())
+    migrate(fresh_database, MIGRATIONS, out=io.StringIO())
+    out = io.StringIO()
+    wait_for_current(lambda: read_applied(app_url), MIGRATIONS, timeout_s=0, out=out)
+    assert out.getvalue() == "schema is current\n"
+    assert admin["dbname"] == psycopg.conninfo.conninfo_to_dict(app_url)["dbname"]
