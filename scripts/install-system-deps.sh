@@ -22,11 +22,6 @@ command -v npm >/dev/null 2>&1 || need+=(npm)
 # Headless browser for the gateway's /docs and /redoc pages (tests/e2e/test_gateway_docs.py).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
-# kubectl renders the Kubernetes overlays (`kubectl kustomize`, tests/deploy/). Debian 12's own
-# kubernetes-client is 1.20 (kustomize 2), too old: the package `kubectl` comes from the
-# Kubernetes project's apt repository, added below when it is missing.
-kubectl_minor=v1.30
-command -v kubectl >/dev/null 2>&1 || need+=(kubectl)
 # promtool and amtool check the monitoring rules and routes (tests/monitoring/), so Prometheus and
 # Alertmanager are always installed; each package installs /usr/bin/<its name>.
 monitoring_services=(prometheus prometheus-alertmanager)
@@ -50,15 +45,6 @@ if [[ $(id -u) -ne 0 ]]; then
   SUDO="sudo"
 fi
 export DEBIAN_FRONTEND=noninteractive
-if [[ " ${need[*]} " == *" kubectl "* ]] && ! apt-cache show kubectl >/dev/null 2>&1; then
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends ca-certificates curl gpg >/dev/null
-  $SUDO install -d -m 0755 /etc/apt/keyrings
-  curl -fsSL "https://pkgs.k8s.io/core:/stable:/${kubectl_minor}/deb/Release.key" |
-    $SUDO gpg --batch --yes --dearmor -o /etc/apt/keyrings/kubernetes-apt-keyring.gpg
-  echo "deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] https://pkgs.k8s.io/core:/stable:/${kubectl_minor}/deb/ /" |
-    $SUDO tee /etc/apt/sources.list.d/kubernetes.list >/dev/null
-fi
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 # Debian starts packaged services on install; the stack runs its own instances instead.

