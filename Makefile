@@ -139,10 +139,11 @@ fuzz: system-deps protos ## schemathesis on every operation of /openapi.json thr
 
 # ---------------------------------------------------------------- quality
 .PHONY: lint
-lint: protos $(BUF) ## ruff, mypy (strict on services/), buf lint and buf breaking against main
+lint: protos $(BUF) ## ruff, mypy (strict on services/), the migration lint, buf lint and buf breaking against main
 	@$(BIN)/ruff check .
 	@$(BIN)/ruff format --check .
 	@$(BIN)/mypy services devstack gateway deploy
+	@$(PY) -m services.common.migration_lint check migrations
 	@$(BUF) lint
 	@bash scripts/buf-breaking.sh
 
