@@ -23,7 +23,15 @@ def python_packages() -> list[dict[str, str]]:
         name = dist.metadata["Name"]
         if not name:
             continue
-        licence = dist.metadata.get("License-Expression") or dist.metadata.get("License") or ""
+        licence = next(
+            (
+                value
+                for field in ("License-Expression", "License")
+                for value in dist.metadata.get_all(field, [])
+                if value
+            ),
+            "",
+        )
         found[name.lower()] = {
             "name": name,
             "version": dist.version,

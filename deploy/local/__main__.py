@@ -22,7 +22,7 @@ def register_smoke_tenant(port: int) -> None:
     body = json.dumps(
         {"email": SMOKE_EMAIL, "password": SMOKE_PASSWORD, "tenant_name": "smoke"}
     ).encode()
-    request = urllib.request.Request(  # noqa: S310 (a loopback http URL we build)
+    request = urllib.request.Request(
         f"http://127.0.0.1:{port}/v1/auth/register",
         data=body,
         headers={"content-type": "application/json"},
@@ -32,7 +32,9 @@ def register_smoke_tenant(port: int) -> None:
             stack.say(f"smoke tenant registered ({reply.status})")
     except urllib.error.HTTPError as exc:
         if exc.code != 409:
-            raise SystemExit(f"deploy-local: registering the smoke tenant: {exc.code} {exc.read()!r}")
+            raise SystemExit(
+                f"deploy-local: registering the smoke tenant: {exc.code} {exc.read()!r}"
+            ) from None
         stack.say("smoke tenant exists")
 
 
@@ -44,8 +46,17 @@ def smoke(port: int, pytest_args: Sequence[str] = ()) -> int:
         "SMOKE_PASSWORD": SMOKE_PASSWORD,
         "SMOKE_WEBHOOK_URL": stack.receiver_url(),
     }
-    command = [sys.executable, "-m", "pytest", "tests/smoke", "-m", "smoke", "-p",
-               "no:cacheprovider", *pytest_args]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "tests/smoke",
+        "-m",
+        "smoke",
+        "-p",
+        "no:cacheprovider",
+        *pytest_args,
+    ]
     stack.say(f"smoke suite against GATEWAY_URL={env['GATEWAY_URL']}")
     return subprocess.run(command, cwd=stack.REPO, env=env, check=False).returncode
 
@@ -58,9 +69,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="play the pods and wait until the gateway is healthy")
-    up.add_argument("--tag", default=None, help="image tag (default: this checkout's, as make images tags)")
-    up.add_argument("--port", type=int, default=int(os.environ.get("DEPLOY_LOCAL_PORT", "18080")),
-                    help="loopback port of the gateway (default 18080, or DEPLOY_LOCAL_PORT)")
+    up.add_argument(
+        "--tag", default=None, help="image tag (default: this checkout's, as make images tags)"
+    )
+    up.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("DEPLOY_LOCAL_PORT", "18080")),
+        help="loopback port of the gateway (default 18080, or DEPLOY_LOCAL_PORT)",
+    )
     up.add_argument("--timeout", type=float, default=180, help="seconds to wait per pod")
     smoke_cmd = commands.add_parser("smoke", help="run tests/smoke against the played gateway")
     smoke_cmd.add_argument("pytest_args", nargs="*", help="extra pytest arguments")

@@ -98,7 +98,12 @@ def wait_exit(container: str, timeout: float) -> int:
 def container_state(container: str) -> tuple[str, int, int]:
     """(status, exit code, restart count) of a container."""
     out = run(
-        ["inspect", "--format", "{{.State.Status}} {{.State.ExitCode}} {{.RestartCount}}", container]
+        [
+            "inspect",
+            "--format",
+            "{{.State.Status}} {{.State.ExitCode}} {{.RestartCount}}",
+            container,
+        ]
     ).split()
     return out[0], int(out[1]), int(out[2])
 

@@ -11,6 +11,7 @@ podman ignores gRPC probes), the gateway's /healthz 200 on 127.0.0.1. `down` rem
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -20,7 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,8 +50,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
     def log_message(self, *args):
         pass
-http.server.ThreadingHTTPServer(("0.0.0.0", %d), Handler).serve_forever()
-""" % RECEIVER_PORT
+http.server.ThreadingHTTPServer(("0.0.0.0", PORT), Handler).serve_forever()
+""".replace("PORT", str(RECEIVER_PORT))
 # grpc.health.v1 Check, as the kubelet's gRPC probe sends it: argv port [service].
 GRPC_PROBE = """
 import sys, grpc
@@ -141,15 +142,14 @@ class LocalSecrets:
 
 
 def _chown(path: Path, uid: int, gid: int | None = None) -> None:
-    try:
+    # Rootless podman maps ids itself: there the files stay the caller's.
+    with contextlib.suppress(PermissionError):
         os.chown(path, uid, uid if gid is None else gid)
-    except PermissionError:
-        # Rootless podman maps ids itself; the files stay the caller's.
-        pass
 
 
-def settings_for(tag: str, port: int, secret_values: Mapping[str, Mapping[str, str]],
-                 subnet: str) -> Settings:
+def settings_for(
+    tag: str, port: int, secret_values: Mapping[str, Mapping[str, str]], subnet: str
+) -> Settings:
     images = {f"catalytic/{name}": f"localhost/catalytic/{name}:{tag}" for name in APP_IMAGES}
     images |= {"postgres": DATASTORES_IMAGE, "redis": DATASTORES_IMAGE}
     return Settings(
@@ -189,8 +189,12 @@ def write_pod_file(pod: PodPlan) -> Path:
     return path
 
 
-def wait_until(what: str, check: Callable[[], bool], timeout_s: float,
-               on_timeout: Callable[[], str] = lambda: "") -> float:
+def wait_until(
+    what: str,
+    check: Callable[[], bool],
+    timeout_s: float,
+    on_timeout: Callable[[], str] = lambda: "",
+) -> float:
     """Seconds it took for `check` to hold; SystemExit naming `what` after `timeout_s`."""
     start = time.monotonic()
     while True:
@@ -239,7 +243,7 @@ def diagnose(pod: PodPlan) -> str:
     return "\n".join(lines)
 
 
-def fresh_dirs(pod: PodPlan, host_dirs: list[tuple[str, int, int]]) -> None:
+def fresh_dirs(pod: PodPlan, host_dirs: Sequence[tuple[str, int, int]]) -> None:
     """The pod's emptyDir stand-ins, empty and owned by its user (as a new emptyDir would be)."""
     for path, uid, gid in host_dirs:
         if f"/scratch/{pod.name}/" not in path:
@@ -250,13 +254,15 @@ def fresh_dirs(pod: PodPlan, host_dirs: list[tuple[str, int, int]]) -> None:
         _chown(directory, uid, gid)
 
 
-def play_pod(pod: PodPlan, timeout_s: float, host_dirs: list[tuple[str, int, int]] = ()) -> None:  # type: ignore[assignment]
+def play_pod(
+    pod: PodPlan, timeout_s: float, host_dirs: Sequence[tuple[str, int, int]] = ()
+) -> None:
     start = time.monotonic()
-    fresh_dirs(pod, list(host_dirs))
+    fresh_dirs(pod, host_dirs)
     podman.play(write_pod_file(pod), NETWORK)
     if pod.run_to_completion:
-        container = f"{pod.name}-{pod.containers[0]['name']}"
-        code = podman.wait_exit(container, timeout_s)
+        job = f"{pod.name}-{pod.containers[0]['name']}"
+        code = podman.wait_exit(job, timeout_s)
         if code != 0:
             raise SystemExit(f"deploy-local: {pod.name} exited {code}\n{diagnose(pod)}")
         say(f"{pod.name}: completed in {time.monotonic() - start:.1f} s")
@@ -318,8 +324,14 @@ def receiver_url() -> str:
     return f"http://{RECEIVER}:{RECEIVER_PORT}/smoke"
 
 
-def up(tag: str, port: int, *, timeout_s: float = 180, stages: tuple[str, ...] | None = None,
-       receiver: bool = True) -> Plan:
+def up(
+    tag: str,
+    port: int,
+    *,
+    timeout_s: float = 180,
+    stages: tuple[str, ...] | None = None,
+    receiver: bool = True,
+) -> Plan:
     """Plays the dev overlay's release `tag`; returns the plan it played."""
     problem = podman.available()
     if problem:
@@ -345,10 +357,13 @@ def up(tag: str, port: int, *, timeout_s: float = 180, stages: tuple[str, ...] |
             play_pod(pod, timeout_s, plan.host_dirs)
     if receiver:
         start_receiver(tag)
-    took = wait_until(f"gateway http://127.0.0.1:{port}/healthz", lambda: gateway_healthy(port),
-                      timeout_s)
-    say(f"gateway healthy on http://127.0.0.1:{port} ({took:.1f} s); all up in "
-        f"{time.monotonic() - start:.0f} s")
+    took = wait_until(
+        f"gateway http://127.0.0.1:{port}/healthz", lambda: gateway_healthy(port), timeout_s
+    )
+    say(
+        f"gateway healthy on http://127.0.0.1:{port} ({took:.1f} s); all up in "
+        f"{time.monotonic() - start:.0f} s"
+    )
     (STATE / "release").write_text(json.dumps({"tag": tag, "port": port}))
     return plan
 
