@@ -95,8 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit("deploy-local: nothing played; run `python -m deploy.local up` first")
         return smoke(int(release["port"]), args.pytest_args)
     if args.command == "down":
-        stack.down(volumes=args.volumes)
-        return 0
+        return 1 if stack.down(volumes=args.volumes) else 0
     release = stack.current_release()
     print(json.dumps(release) if release else "no release played")
     subprocess.run(["podman", "pod", "ps"], check=False)

@@ -80,10 +80,23 @@ def play(manifest_file: Path, network: str) -> None:
     run(["kube", "play", "--replace", "--network", network, str(manifest_file)], timeout=300)
 
 
-def remove_pod(name: str, *, stop_timeout_s: int = 30) -> None:
+def stop_pod(name: str, *, stop_timeout_s: int = 30) -> None:
+    """SIGTERM (the image's stop signal) to every container, SIGKILL after the grace period."""
+    run(["pod", "stop", "--time", str(stop_timeout_s), name], timeout=stop_timeout_s + 30)
+
+
+def remove_pod(name: str) -> None:
     if succeeds(["pod", "exists", name]):
-        run(["pod", "stop", "--time", str(stop_timeout_s), name], timeout=stop_timeout_s + 30)
         run(["pod", "rm", "--force", name])
+
+
+def pod_containers(name: str) -> list[str]:
+    """The pod's containers, without its infra container."""
+    info = json.loads(run(["pod", "inspect", name]))
+    if isinstance(info, list):
+        info = info[0]
+    infra = info.get("InfraContainerID", "")
+    return [c["Name"] for c in info.get("Containers", []) if c["Id"] != infra]
 
 
 def pod_exists(name: str) -> bool:

@@ -42,7 +42,8 @@ RECEIVER_PORT = 8090
 # The local receiver the webhook smoke test delivers to: 204 to every POST, in the services
 # image (the one image here with Python). Not part of the overlay; named so in the output.
 RECEIVER_SCRIPT = """
-import http.server
+import http.server, signal, sys
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         self.rfile.read(int(self.headers.get("content-length") or 0))
@@ -368,21 +369,39 @@ def up(
     return plan
 
 
-def down(*, volumes: bool = False) -> None:
-    """Stops and removes the pods (graceful: SIGTERM, 30 s), the secrets; the volume if asked."""
+def down(*, volumes: bool = False) -> list[str]:
+    """Stops every pod as a kubelet would (SIGTERM, 30 s grace, then SIGKILL), reports how each
+    container ended, removes the pods and secrets, and the database volume if asked. Returns
+    the containers that did not stop gracefully (exit 0 within the grace period)."""
     if podman.available():
-        return
-    plan_pods = ["gateway", "auth", "lattice", "webhook", RECEIVER, "migrate", "redis", "postgres"]
-    for name in plan_pods:
-        if podman.pod_exists(name):
-            start = time.monotonic()
-            podman.remove_pod(name)
-            say(f"removed pod {name} ({time.monotonic() - start:.1f} s)")
+        return []
+    ungraceful = []
+    for name in ("gateway", "auth", "lattice", "webhook", RECEIVER, "migrate", "redis", "postgres"):
+        if not podman.pod_exists(name):
+            continue
+        start = time.monotonic()
+        podman.stop_pod(name)
+        took = time.monotonic() - start
+        for container in podman.pod_containers(name):
+            _, code, _ = podman.container_state(container)
+            graceful = code == 0 and took < 30
+            if not graceful:
+                ungraceful.append(container)
+            # The services log both ends of their drain (services/common/server.py).
+            drained = "server stopped" in podman.logs(container, tail=5)
+            say(
+                f"stopped {container}: exit {code} in {took:.1f} s"
+                + (", drained ('server stopped')" if drained else "")
+                + ("" if graceful else " (NOT graceful)")
+            )
+        podman.remove_pod(name)
     for name in ("database", "database-admin", "redis", "internal-token"):
         podman.remove_secret(name)
     if volumes:
         podman.remove_volume("catalytic-dev-data-postgres")
         say("removed volume catalytic-dev-data-postgres")
+    (STATE / "release").unlink(missing_ok=True)
+    return ungraceful
 
 
 def current_release() -> dict[str, Any] | None:
