@@ -115,6 +115,23 @@ test-deploy: protos checkov ## validate the Kubernetes manifests offline: kustom
 images: protos web-assets ## build the container images with podman, tagged with the git sha, and print their sizes
 	@bash scripts/build-images.sh
 
+# The dev overlay run by `podman kube play` on loopback (deploy/local/README.md): the images,
+# the data-store image, the pods, then the smoke suite against them. The pods keep running:
+# `make deploy-local-down` stops them (gracefully) and `DEPLOY_LOCAL_VOLUMES=1` also drops the
+# database volume. DEPLOY_LOCAL_PORT (18080) is the gateway's loopback port.
+DEPLOY_LOCAL_PORT ?= 18080
+.PHONY: deploy-local
+deploy-local: images checkov ## run deploy/k8s/overlays/dev with podman kube play on 127.0.0.1:$(DEPLOY_LOCAL_PORT), then the smoke suite against it
+	@bash scripts/build-datastores-image.sh
+	@$(PY) -m deploy.local up --port $(DEPLOY_LOCAL_PORT)
+	@$(PY) -m deploy.local smoke $(PYTEST_ARGS)
+	@echo "deploy-local: the pods keep running (podman pod ps); make deploy-local-down stops them"
+
+DEPLOY_LOCAL_VOLUMES ?=
+.PHONY: deploy-local-down
+deploy-local-down: protos ## stop the deploy-local pods (SIGTERM, 30 s grace) and remove them (DEPLOY_LOCAL_VOLUMES=1: and the database)
+	@$(PY) -m deploy.local down $(if $(DEPLOY_LOCAL_VOLUMES),--volumes)
+
 .PHONY: migrate
 migrate: protos ## apply database migrations to DATABASE_ADMIN_URL
 	@$(PY) -m services.common.migrate

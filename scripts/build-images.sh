@@ -11,7 +11,9 @@ bash scripts/build-base-image.sh
 bash scripts/download-wheels.sh
 sha=$(git rev-parse --short HEAD)
 if [[ -n $(git status --porcelain --untracked-files=no) ]]; then sha="$sha-dirty"; fi
-build=(podman build --quiet --layers --build-arg "GIT_SHA=$sha" --build-arg BASE=catalytic/base:bookworm)
+version=$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
+build=(podman build --quiet --layers --build-arg "GIT_SHA=$sha" --build-arg "VERSION=$version"
+  --build-arg BASE=catalytic/base:bookworm)
 
 t=$SECONDS
 "${build[@]}" -f deploy/images/services.Containerfile -t "catalytic/services:$sha" . >/dev/null

@@ -8,7 +8,11 @@
 #   limit, and every `podman run` then fails).
 set -euo pipefail
 
-PACKAGES=(podman buildah runc mmdebstrap uidmap slirp4netns fuse-overlayfs)
+# catatonit: the pause process of `podman kube play`'s pods; the dnsname CNI plugin: pods on a
+# podman network resolve each other by pod name (make deploy-local: a pod named like the
+# Kubernetes Service it stands for).
+PACKAGES=(podman buildah runc mmdebstrap uidmap slirp4netns fuse-overlayfs catatonit
+  golang-github-containernetworking-plugin-dnsname)
 SUDO=""
 if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
 
