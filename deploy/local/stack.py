@@ -148,10 +148,23 @@ def _chown(path: Path, uid: int, gid: int | None = None) -> None:
         os.chown(path, uid, uid if gid is None else gid)
 
 
+def app_images(tag: str, gateway_tag: str | None = None) -> dict[str, str]:
+    """The platform's images of release `tag` (the gateway's may come from another)."""
+    return {
+        f"catalytic/{name}": f"localhost/catalytic/{name}:{gateway_tag or tag}"
+        if name == "gateway"
+        else f"localhost/catalytic/{name}:{tag}"
+        for name in APP_IMAGES
+    }
+
+
 def settings_for(
-    tag: str, port: int, secret_values: Mapping[str, Mapping[str, str]], subnet: str
+    images: Mapping[str, str],
+    port: int,
+    secret_values: Mapping[str, Mapping[str, str]],
+    subnet: str,
 ) -> Settings:
-    images = {f"catalytic/{name}": f"localhost/catalytic/{name}:{tag}" for name in APP_IMAGES}
+    images = dict(images)
     images |= {"postgres": DATASTORES_IMAGE, "redis": DATASTORES_IMAGE}
     return Settings(
         images=images,
@@ -165,8 +178,8 @@ def settings_for(
     )
 
 
-def missing_images(tag: str) -> list[str]:
-    wanted = [f"localhost/catalytic/{name}:{tag}" for name in APP_IMAGES] + [DATASTORES_IMAGE]
+def missing_images(images: Mapping[str, str]) -> list[str]:
+    wanted = [*images.values(), DATASTORES_IMAGE]
     return [image for image in wanted if not podman.image_exists(image)]
 
 
@@ -286,7 +299,7 @@ def gateway_healthy(port: int) -> bool:
         return False
 
 
-def start_receiver(tag: str) -> None:
+def start_receiver(image: str) -> None:
     """The webhook smoke test's receiver: a pod on the network, outside the overlay."""
     manifest = {
         "apiVersion": "v1",
@@ -297,7 +310,7 @@ def start_receiver(tag: str) -> None:
             "containers": [
                 {
                     "name": "receiver",
-                    "image": f"localhost/catalytic/auth:{tag}",
+                    "image": image,
                     "imagePullPolicy": "Never",
                     # One line: podman 4.3's YAML reader trips on a block scalar here.
                     "command": ["python", "-c", _one_line(RECEIVER_SCRIPT)],
@@ -329,15 +342,19 @@ def up(
     tag: str,
     port: int,
     *,
+    gateway_tag: str | None = None,
     timeout_s: float = 180,
     stages: tuple[str, ...] | None = None,
     receiver: bool = True,
+    quiet: bool = False,
 ) -> Plan:
-    """Plays the dev overlay's release `tag`; returns the plan it played."""
+    """Plays the dev overlay's release `tag` (all stages, or those named; a rollback replays
+    only the services and the gateway); returns the plan it played."""
     problem = podman.available()
     if problem:
         raise SystemExit(f"deploy-local: {problem}")
-    missing = missing_images(tag)
+    images = app_images(tag, gateway_tag)
+    missing = missing_images(images)
     if missing:
         raise SystemExit(
             f"deploy-local: missing image(s) {', '.join(missing)}; `make images` builds them "
@@ -345,9 +362,10 @@ def up(
         )
     subnet = podman.ensure_network(NETWORK)
     secret_values = LocalSecrets(STATE / "secrets").ensure()
-    plan = adapt(render(), settings_for(tag, port, secret_values, subnet))
+    plan = adapt(render(), settings_for(images, port, secret_values, subnet))
     say(f"release {tag} of {OVERLAY.relative_to(REPO)} on podman network {NETWORK} ({subnet})")
-    describe(plan)
+    if not quiet:
+        describe(plan)
     for name, values in plan.secrets.items():
         podman.replace_secret(name, podman_secret(values))
     say(f"secrets: {', '.join(sorted(plan.secrets))} (podman secrets), jwt-keys (files)")
@@ -357,7 +375,7 @@ def up(
             say(f"{stage}: playing {pod.name} ({', '.join(c['image'] for c in pod.containers)})")
             play_pod(pod, timeout_s, plan.host_dirs)
     if receiver:
-        start_receiver(tag)
+        start_receiver(images["catalytic/auth"])
     took = wait_until(
         f"gateway http://127.0.0.1:{port}/healthz", lambda: gateway_healthy(port), timeout_s
     )
