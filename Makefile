@@ -127,6 +127,15 @@ deploy-local: images checkov ## run deploy/k8s/overlays/dev with podman kube pla
 	@$(PY) -m deploy.local smoke $(PYTEST_ARGS)
 	@echo "deploy-local: the pods keep running (podman pod ps); make deploy-local-down stops them"
 
+# Release N (default: the commit before the newest migration; REHEARSE_PREVIOUS=<git ref>),
+# this checkout as N+1, then back to N: smoke and canary data checked at each step. Deletes
+# the deploy-local database first. docs/deployment/rollback-procedures.md.
+REHEARSE_PREVIOUS ?=
+.PHONY: rollback-rehearsal
+rollback-rehearsal: images checkov ## rehearse a rollback on deploy-local pods: N, N+1, back to N, smoke + data checks each time
+	@bash scripts/build-datastores-image.sh
+	@$(PY) -m deploy.local rehearse-rollback --port $(DEPLOY_LOCAL_PORT) $(if $(REHEARSE_PREVIOUS),--previous $(REHEARSE_PREVIOUS))
+
 DEPLOY_LOCAL_VOLUMES ?=
 .PHONY: deploy-local-down
 deploy-local-down: protos ## stop the deploy-local pods (SIGTERM, 30 s grace) and remove them (DEPLOY_LOCAL_VOLUMES=1: and the database)
