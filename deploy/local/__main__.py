@@ -49,6 +49,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--port", type=int, default=int(os.environ.get("DEPLOY_LOCAL_PORT", "18080"))
     )
     rehearse_parser.add_argument(
+        "--current",
+        default=None,
+        help="image tag of release N+1 (default: this checkout's, as make images tags it)",
+    )
+    rehearse_parser.add_argument(
         "--keep", action="store_true", help="leave release N running at the end"
     )
     args = parser.parse_args(argv)
@@ -64,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "rehearse-rollback":
         from deploy.local import rehearse
 
-        return rehearse.main(args.previous, args.port, args.keep)
+        return rehearse.main(args.previous, args.port, args.keep, args.current)
     if args.command == "down":
         return 1 if stack.down(volumes=args.volumes) else 0
     release = stack.current_release()

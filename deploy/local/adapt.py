@@ -219,15 +219,46 @@ def _container(pod: str, container: Manifest, settings: Settings, plan: Plan) ->
         for key, value in extra.items():
             env.append({"name": key, "value": value})
             plan.adaptations.append(f"{pod}/{container['name']}: env {key}={value} (local only)")
+    _ports(pod, container, settings, plan)
+
+
+def _ports(pod: str, container: Manifest, settings: Settings, plan: Plan) -> None:
+    """Only the gateway's HTTP port is published, on 127.0.0.1. Podman 4.3 publishes every
+    declared containerPort on 0.0.0.0 of the host (PostgreSQL with trust authentication!), so
+    the others are left out: the pods reach each other over the podman network without them.
+    Probes naming a port by name get its number."""
+    ports = container.pop("ports", [])
+    numbers = {port["name"]: port["containerPort"] for port in ports if "name" in port}
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        for action in ("tcpSocket", "httpGet", "grpc"):
+            target = container.get(probe, {}).get(action)
+            if target and isinstance(target.get("port"), str):
+                target["port"] = numbers[target["port"]]
+    published = []
     if pod == "gateway" and container["name"] == "gateway":
-        for port in container.get("ports", []):
+        for port in ports:
             if port.get("name") == "http" or port["containerPort"] == 8080:
-                port["hostPort"] = settings.gateway_port
-                port["hostIP"] = "127.0.0.1"
+                published.append(
+                    {
+                        "name": port.get("name", "http"),
+                        "containerPort": port["containerPort"],
+                        "hostPort": settings.gateway_port,
+                        "hostIP": "127.0.0.1",
+                    }
+                )
                 plan.adaptations.append(
                     f"gateway: container port {port['containerPort']} published on "
                     f"127.0.0.1:{settings.gateway_port} (the Service/Ingress a cluster would use)"
                 )
+    if published:
+        container["ports"] = published
+    hidden = [str(port["containerPort"]) for port in ports if port not in published]
+    hidden = [p for p in hidden if not any(str(q["containerPort"]) == p for q in published)]
+    if hidden:
+        plan.adaptations.append(
+            f"{pod}/{container['name']}: containerPorts {', '.join(hidden)} not declared "
+            "(podman 4.3 would publish them on 0.0.0.0 of the host); reachable in the network"
+        )
 
 
 def _secret_volumes(pod: str, spec: Manifest, settings: Settings, plan: Plan) -> None:

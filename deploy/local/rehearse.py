@@ -6,7 +6,8 @@ Steps (each timed, all printed as a table at the end, and written to
 1. a clean start (pods and the database volume removed);
 2. release N played whole (its migration pod brings the schema to N), N's own smoke suite;
 3. canary A written through the API on N (a lattice, transformed so its field is not trivial);
-4. release N+1 played whole (its migration: schema N+1), N+1's smoke suite; A read back;
+4. release N+1 played over it (its migration pod: schema N+1; then the services and the
+   gateway; the data stores untouched), N+1's smoke suite; A read back;
    canary B written on N+1;
 5. the rollback: the services and the gateway replayed with N's images, the migration NOT
    re-run (the schema stays at N+1, as after `kubectl rollout undo`), N's smoke suite;
@@ -231,7 +232,12 @@ def rehearse(rehearsal: Rehearsal, port: int, *, keep: bool = False) -> None:
         return f"lattice {canaries[-1].lattice_id} v{canaries[-1].version}"
 
     rehearsal.run("write canary A on N", previous, lambda: write("a"))
-    rehearsal.run("play N+1 (migrate + all pods)", current, lambda: play(current))
+    # A release does not touch the data stores: the migration, then the services and gateway.
+    rehearsal.run(
+        "upgrade to N+1 (migrate, services, gateway)",
+        current,
+        lambda: play(current, stages=("migrate", "services", "gateway")),
+    )
     rehearsal.run("N+1's smoke suite", current, lambda: _suite(port, None))
 
     def read_back() -> str:
@@ -270,12 +276,12 @@ def rehearse(rehearsal: Rehearsal, port: int, *, keep: bool = False) -> None:
         rehearsal.run("stop (SIGTERM, 30 s grace)", previous, stop)
 
 
-def main(previous_ref: str | None, port: int, keep: bool) -> int:
+def main(previous_ref: str | None, port: int, keep: bool, current_tag: str | None = None) -> int:
     """Runs the rehearsal; prints its table (also on failure) and writes rehearsal.json."""
     previous = (
         release.short_sha(previous_ref) if previous_ref else release.previous_schema_release()
     )
-    rehearsal = Rehearsal(previous=previous, current=stack.git_tag())
+    rehearsal = Rehearsal(previous=previous, current=current_tag or stack.git_tag())
     failure = None
     try:
         rehearse(rehearsal, port, keep=keep)
