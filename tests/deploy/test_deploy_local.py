@@ -21,6 +21,7 @@ import pytest
 
 from deploy.local import podman
 from deploy.local.adapt import NOT_PLAYED, Plan, PodPlan, Settings, adapt, podman_secret
+from deploy.local.stack import git_tag
 from tests.deploy.manifests import REPO, objects
 
 Obj = dict[str, Any]
@@ -226,13 +227,25 @@ def test_deploy_local_plays_the_dev_overlay_and_a_rollback_loses_nothing() -> No
     problem = podman_problem()
     if problem:
         pytest.skip(f"podman cannot play pods on this machine: {problem}")
+    built_tag = git_tag()
     for script in ("scripts/build-images.sh", "scripts/build-datastores-image.sh"):
         built = run(["bash", script], timeout=900)
         assert built.returncode == 0, (
             f"{script} failed:\n{built.stdout[-3000:]}{built.stderr[-3000:]}"
         )
+    # The tag the build gave (read once: a commit during the build would change git's answer).
+    tag = built_tag
     rehearsal = run(
-        [sys.executable, "-m", "deploy.local", "rehearse-rollback", "--port", str(free_port())],
+        [
+            sys.executable,
+            "-m",
+            "deploy.local",
+            "rehearse-rollback",
+            "--port",
+            str(free_port()),
+            "--current",
+            tag,
+        ],
         timeout=1200,
     )
     output = rehearsal.stdout + rehearsal.stderr
