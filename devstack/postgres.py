@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 from pathlib import Path
+from typing import Protocol
 
 import psycopg
 
@@ -52,13 +53,31 @@ def server_user() -> str | None:
     return FALLBACK_USER
 
 
+class ArchiveHook(Protocol):
+    """What the server needs from WAL archiving (devstack.backup.Backups)."""
+
+    def prepare(self) -> None: ...
+
+    def postgres_settings(self) -> list[str]: ...
+
+
 class Postgres:
     """PostgreSQL listening on 127.0.0.1:port with data in <run_dir>/postgres."""
 
-    def __init__(self, run_dir: Path, port: int, *, fast: bool = False) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        port: int,
+        *,
+        fast: bool = False,
+        archiving: ArchiveHook | None = None,
+    ) -> None:
         self.run_dir = run_dir
         self.port = port
         self.fast = fast
+        # WAL archiving (devstack/backup.py): prepared once the data directory's place is
+        # known, its settings added to the server's command line.
+        self.archiving = archiving
         self.data_dir = run_dir / "postgres"
         self.socket_dir = run_dir / "sock"
         self.log_path = run_dir / "logs" / "postgres.log"
@@ -98,6 +117,10 @@ class Postgres:
         if self.fast:
             # Test clusters are thrown away: trade durability for speed.
             for setting in ("fsync=off", "synchronous_commit=off", "full_page_writes=off"):
+                argv += ["-c", setting]
+        if self.archiving is not None:
+            self.archiving.prepare()
+            for setting in self.archiving.postgres_settings():
                 argv += ["-c", setting]
         self.child = Child(
             "postgres",

@@ -13,6 +13,7 @@ from functools import partial
 from pathlib import Path
 from types import TracebackType
 
+from devstack.backup import Backups
 from devstack.envoy import Envoy
 from devstack.ports import StackPorts
 from devstack.postgres import Postgres
@@ -69,6 +70,8 @@ class Stack:
         descriptor: Path = DEFAULT_DESCRIPTOR,
         cors_origins: tuple[str, ...] = (),
         extra_env: Mapping[str, str] | None = None,
+        backups: bool = False,
+        backup_repo: Path | None = None,
         log: Callable[[str], None] = print,
     ) -> None:
         self.run_dir = Path(run_dir if run_dir is not None else REPO_ROOT / ".run").resolve()
@@ -80,6 +83,13 @@ class Stack:
         if database_url is None:
             self.postgres = Postgres(self.run_dir, self.ports.postgres, fast=fast_postgres)
             database_url, database_admin_url = self.postgres.app_url, self.postgres.admin_url
+        # pgBackRest: WAL archiving from the first start, a full backup when there is none.
+        self.backups: Backups | None = None
+        if backups:
+            if self.postgres is None:
+                raise StackError("backups need the stack's own PostgreSQL (DATABASE_URL is set)")
+            self.backups = Backups(self.postgres, repo=backup_repo)
+            self.postgres.archiving = self.backups
         self.database_url = database_url
         # Migrations need the owner role; with only an app URL given we try it for both.
         self.database_admin_url = database_admin_url or database_url
@@ -134,6 +144,8 @@ class Stack:
             database_url=env.get("DATABASE_URL") or None,
             database_admin_url=env.get("DATABASE_ADMIN_URL") or None,
             redis_url=env.get("REDIS_URL") or None,
+            backups=env.get("BACKUP", "") not in ("", "0"),
+            backup_repo=Path(env["BACKUP_REPO"]) if env.get("BACKUP_REPO") else None,
             gateway_bind=env.get("GATEWAY_BIND") or "127.0.0.1",
             descriptor=Path(env.get("GATEWAY_DESCRIPTOR") or DEFAULT_DESCRIPTOR),
             cors_origins=parse_origins(env.get("GATEWAY_CORS_ORIGINS", "")),
@@ -178,6 +190,8 @@ class Stack:
         try:
             if self.postgres is not None:
                 self._timed("postgres", f"127.0.0.1:{self.ports.postgres}", self.postgres.start)
+            if self.backups is not None:
+                self._timed("backups", "WAL archived", self._start_backups, verb="")
             if self.redis is not None:
                 self._timed("redis", f"127.0.0.1:{self.ports.redis}", self.redis.start)
             self._timed("migrations", "applied", self._migrate, verb="")
@@ -253,6 +267,12 @@ class Stack:
             self.envoy.wait_healthy(timeout=timeout)
 
     # ------------------------------------------------------------------ helpers
+    def _start_backups(self) -> None:
+        assert self.backups is not None
+        self.backups.create_stanza()
+        if not self.backups.sets():
+            self.backups.backup("full")
+
     def _service_env(self, extra: Mapping[str, str]) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in _OWNED_VARS}
         pythonpath = [str(REPO_ROOT), str(REPO_ROOT / "gen" / "python")]
