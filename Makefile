@@ -68,9 +68,17 @@ $(GEN)/.stamp: $(PROTO_FILES) $(DESCRIPTOR_EXTRAS) $(VENV)/.installed
 protos: $(GEN)/.stamp ## generate Python stubs, .pyi and the Envoy descriptor set into gen/
 
 # ---------------------------------------------------------------- running
+# BACKUP=1: PostgreSQL archives its WAL with pgBackRest, a full backup is taken when there is
+# none, an incremental every BACKUP_INTERVAL_S (docs/operations/backup-procedures.md).
+BACKUP ?=
 .PHONY: up
-up: system-deps protos web-assets ## start PostgreSQL, Redis, the three services and Envoy on localhost (MONITORING=1: and monitoring; Ctrl-C stops all)
-	@$(PY) -m devstack up $(if $(MONITORING),--monitoring)
+up: system-deps protos web-assets ## start PostgreSQL, Redis, the three services and Envoy on localhost (MONITORING=1: and monitoring; BACKUP=1: and backups; Ctrl-C stops all)
+	@BACKUP=$(BACKUP) $(PY) -m devstack up $(if $(MONITORING),--monitoring)
+
+DRILL_ARGS ?=
+.PHONY: dr-drill
+dr-drill: system-deps protos ## disaster-recovery drill on a throw-away stack: kill + delete the database under load, restore (latest and PITR), print RPO/RTO
+	@$(PY) -m devstack.dr_drill $(DRILL_ARGS)
 
 .PHONY: monitor
 monitor: protos ## Prometheus, Alertmanager and the exporters next to a running `make up` (Ctrl-C stops them)

@@ -6,6 +6,7 @@ import argparse
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +14,7 @@ from types import FrameType
 
 import psycopg
 
+from devstack.backup import BackupError, due_backup
 from devstack.binaries import MissingBinaryError
 from devstack.monitoring import MONITORING_PORT_ENV, Monitoring, MonitoringPorts
 from devstack.ports import PORT_ENV, PortError
@@ -150,10 +152,14 @@ def _print_monitoring(monitoring: Monitoring) -> None:
 
 
 def _watch(stack: Stack) -> None:
-    """Wait for a signal; meanwhile say so once when a service dies on its own."""
+    """Wait for a signal; meanwhile say so once when a service dies on its own, and take the
+    scheduled backups (BACKUP=1)."""
     reported: set[str] = set()
+    schedule = BackupSchedule(stack) if stack.backups is not None else None
     while True:
         time.sleep(1.0)
+        if schedule is not None:
+            schedule.tick()
         for name in SERVICES:
             if stack.services.running(name):
                 reported.discard(name)
@@ -161,6 +167,83 @@ def _watch(stack: Stack) -> None:
                 reported.add(name)
                 log = stack.logs_dir / f"{name}.log"
                 print(f"devstack: {name} has exited; see {log}", file=sys.stderr, flush=True)
+
+
+class BackupSchedule:
+    """BACKUP_INTERVAL_S (3600) between incrementals, BACKUP_FULL_EVERY_S (7 days) between
+    fulls; each in a thread of its own so that watching goes on; checked once a minute."""
+
+    def __init__(self, stack: Stack) -> None:
+        assert stack.backups is not None
+        self.backups = stack.backups
+        self.interval_s = float(os.environ.get("BACKUP_INTERVAL_S", "3600"))
+        self.full_every_s = float(os.environ.get("BACKUP_FULL_EVERY_S", str(7 * 86400)))
+        self._running: threading.Thread | None = None
+        self._checked = 0.0
+
+    def tick(self) -> None:
+        now = time.time()
+        if now - self._checked < 60 or (self._running and self._running.is_alive()):
+            return
+        self._checked = now
+        try:
+            kind = due_backup(
+                self.backups.sets(),
+                now,
+                interval_s=self.interval_s,
+                full_every_s=self.full_every_s,
+            )
+        except BackupError as exc:
+            print(f"devstack: backup schedule: {exc}", file=sys.stderr, flush=True)
+            return
+        if kind is not None:
+            self._running = threading.Thread(target=self._backup, args=(kind,), daemon=True)
+            self._running.start()
+
+    def _backup(self, kind: str) -> None:
+        try:
+            taken = self.backups.backup(kind)
+        except BackupError as exc:
+            print(f"devstack: {kind} backup failed: {exc}", file=sys.stderr, flush=True)
+            return
+        print(
+            f"devstack: {kind} backup {taken.label}: {taken.repository_bytes / 1e6:.1f} MB in "
+            f"the repository ({taken.stopped - taken.started:.0f} s)",
+            flush=True,
+        )
+
+
+def backup_command(action: str, target_time: str | None) -> int:
+    """`python -m devstack backup ACTION` against the `make up BACKUP=1` stack's repository."""
+    stack = Stack.from_env(dict(os.environ) | {"BACKUP": "1"})
+    assert stack.backups is not None
+    assert stack.postgres is not None
+    if not stack.backups.config.exists():
+        print(
+            f"devstack: no backup configuration at {stack.backups.config}; start the stack "
+            "once with `make up BACKUP=1`",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        if action == "info":
+            print(stack.backups.run("info"), end="")
+        elif action in ("full", "incr"):
+            taken = stack.backups.backup(action)
+            print(f"{action} backup {taken.label}: {taken.repository_bytes / 1e6:.1f} MB")
+        elif action == "verify":
+            stack.backups.verify()
+            print("verify: every backup file and archived WAL segment checks out")
+        else:
+            if stack.postgres.accepts():
+                print("devstack: PostgreSQL is running; stop the stack first", file=sys.stderr)
+                return 2
+            took = stack.backups.restore(target_time=target_time)
+            print(f"restored in {took:.1f} s; `make up BACKUP=1` replays the WAL and starts")
+    except BackupError as exc:
+        print(f"devstack: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _print_banner(stack: Stack) -> None:
@@ -187,6 +270,14 @@ def _print_banner(stack: Stack) -> None:
         "  API docs:    docs/api/ and the routes in ARCHITECTURE.md section 3",
         f"  logs:        {run_dir}/logs/  (one file per process; gateway-access.log)",
         f"  data:        {run_dir}/  (kept between runs; `make clean-data` removes it)",
+        *(
+            [
+                f"  backups:     pgBackRest, repository {_short(stack.backups.repo)} (WAL"
+                " archived every segment or 15 s; `python -m devstack backup info`)"
+            ]
+            if stack.backups is not None
+            else []
+        ),
         "",
         "Press Ctrl-C to stop everything.",
     ]
@@ -223,11 +314,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=_MONITOR_DESCRIPTION,
         epilog=_MONITOR_EPILOG,
     )
+    backup_parser = commands.add_parser(
+        "backup",
+        help="the backups of a `make up BACKUP=1` stack: info, a backup now, verify",
+        description="pgBackRest on the stack's repository (RUN_DIR, default .run/). `restore` "
+        "needs the stack stopped; docs/operations/backup-procedures.md.",
+    )
+    backup_parser.add_argument(
+        "action",
+        choices=("info", "full", "incr", "verify", "restore"),
+        help="info: the backups and the WAL archive; full/incr: take one now; verify: every "
+        "file against its checksum; restore: into the stopped stack's data directory",
+    )
+    backup_parser.add_argument(
+        "--target-time",
+        default=None,
+        help="restore: to this moment (e.g. '2026-12-05 07:00:00+00') instead of the latest",
+    )
     args = parser.parse_args(argv)
     if args.command == "up":
         return up(with_monitoring=args.monitoring)
     if args.command == "monitor":
         return monitor()
+    if args.command == "backup":
+        return backup_command(args.action, args.target_time)
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -55,6 +55,19 @@ class BackupSet:
     repository_bytes: int
 
 
+def due_backup(
+    sets: list[BackupSet], now: float, *, interval_s: float, full_every_s: float
+) -> str | None:
+    """Which backup the schedule wants now: `full` when there is none or the newest full is
+    `full_every_s` old, `incr` when the newest backup is `interval_s` old, else None."""
+    fulls = [s.stopped for s in sets if s.kind == "full"]
+    if not fulls or now - max(fulls) >= full_every_s:
+        return "full"
+    if now - max(s.stopped for s in sets) >= interval_s:
+        return "incr"
+    return None
+
+
 class Backups:
     """pgBackRest for one devstack PostgreSQL (its data directory, port and socket)."""
 
@@ -77,7 +90,7 @@ class Backups:
     # can reach it: so these are read after start-up has decided.
     @property
     def home(self) -> Path:
-        return self.postgres.data_dir.parent / "backup"
+        return self.postgres.data_dir.resolve().parent / "backup"
 
     @property
     def repo(self) -> Path:

@@ -137,6 +137,13 @@ class Postgres:
         if self.child is not None:
             self.child.stop(grace=30.0)
 
+    def accepts(self) -> bool:
+        """Whether a server answers on the port (no exception)."""
+        try:
+            return self._accepts()
+        except psycopg.Error:
+            return False
+
     def _accepts(self) -> bool:
         dsn = f"postgresql://{ADMIN_ROLE}@127.0.0.1:{self.port}/postgres"
         with psycopg.connect(dsn, connect_timeout=2):

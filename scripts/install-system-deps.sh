@@ -18,6 +18,8 @@ need=()
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1; }
 [[ -n "$(pg_bin)" && -x "$(pg_bin)/initdb" ]] || need+=(postgresql postgresql-contrib)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+# Backups (make up BACKUP=1, make dr-drill, the drill in make test): WAL archiving and restores.
+command -v pgbackrest >/dev/null 2>&1 || need+=(pgbackrest)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 # Headless browser for the gateway's /docs and /redoc pages (tests/e2e/test_gateway_docs.py).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
