@@ -202,6 +202,7 @@ class MarkerWriter:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+        self.api.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -308,12 +309,15 @@ def drill_stack(keep: bool) -> Iterator[Stack]:
 
 def run(settings: Settings, *, keep: bool = False) -> Figures:
     figures = Figures()
-    with running_receiver() as receiver, drill_stack(keep) as stack:
+    with (
+        running_receiver() as receiver,
+        drill_stack(keep) as stack,
+        httpx.Client(base_url=stack.gateway_url, timeout=30) as api,
+    ):
         assert stack.postgres is not None
         assert stack.backups is not None
         postgres, backups = stack.postgres, stack.backups
         admin_url = postgres.admin_url
-        api = httpx.Client(base_url=stack.gateway_url, timeout=30)
 
         # 1. seed
         say("seeding tenants, lattices, transforms, a webhook endpoint")
