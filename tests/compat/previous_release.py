@@ -128,8 +128,8 @@ def _before_newest_migration(repo: Path, migrations: Path) -> Baseline:
     if not added or parent is None:
         if git(repo, "rev-parse", "--is-shallow-repository") == "true":
             raise HistoryUnavailable(
-                f"shallow clone: its history stops at {added[:10]}, before the commit that "
-                f"added {newest} (`git fetch --unshallow` brings it)"
+                f"shallow clone: its history stops at {added[:10]}, so the commit before "
+                f"{newest} was added is missing (`git fetch --unshallow` brings it)"
             )
         raise HistoryUnavailable(f"{newest} came with the first commit: there is no release N-1")
     return Baseline(parent, f"the parent of {added[:10]}, which added {newest}")
