@@ -195,7 +195,7 @@ format: venv ## apply ruff's formatting and autofixes
 
 .PHONY: test
 test: MONITORING = 1
-test: system-deps protos lint checkov ## run every test (unit, integration, e2e, monitoring, smoke, deploy) against real PostgreSQL, Redis, Envoy and Prometheus
+test: system-deps protos lint checkov ## run every test (unit, integration, e2e, monitoring, smoke, deploy, compat) against real PostgreSQL, Redis, Envoy and Prometheus
 	@# podman for tests/deploy/test_deploy_local.py (images, pods, a rollback rehearsal): where it
 	@# cannot be installed or run containers, that test skips and says why.
 	@bash scripts/install-podman.sh || echo "make test: podman unavailable here; the deploy-local test will skip"
@@ -210,6 +210,13 @@ smoke: venv ## smoke-test the deployment at GATEWAY_URL through its gateway (SMO
 .PHONY: test-unit
 test-unit: protos ## unit tests only (no servers)
 	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+# Release N-1, taken from git history, runs its own smoke suite and integration tests on this
+# checkout's schema (ADR 52, migrations/README.md); about 80 s. `make test` runs it too.
+# COMPAT_BASE_REF=<ref> plays another commit (a release tag) as N-1.
+.PHONY: test-compat
+test-compat: system-deps protos web-assets ## run release N-1's own tests (from git history) on this checkout's schema (COMPAT_BASE_REF=<ref> picks N-1)
+	@env -u GATEWAY_URL $(PY) -m pytest tests/compat $(PYTEST_ARGS)
 
 .PHONY: clean
 clean: ## remove generated code and caches (keeps .run/ data)
