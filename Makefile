@@ -49,6 +49,12 @@ LOCK_ARGS ?=
 lock: $(VENV)/.installed ## re-resolve requirements/*.txt from pyproject.toml and requirements/*.in (LOCK_ARGS=--upgrade: newest allowed)
 	@UV=$(BIN)/uv LOCK_ARGS='$(LOCK_ARGS)' bash scripts/lock.sh
 
+# pip-audit of the runtime lock against PyPI's advisories (scripts/audit-deps.sh): a known
+# vulnerability fails; an advisory source that cannot be reached skips, saying why.
+.PHONY: audit
+audit: $(VENV)/.installed ## pip-audit requirements/runtime.txt (what the images ship) against PyPI's advisory data
+	@BIN=$(BIN) bash scripts/audit-deps.sh
+
 # npm packages (package.json): buf for `make lint`, and the Swagger UI and ReDoc bundles the
 # gateway serves at /docs and /redoc, so `make up` needs them as much as `make test` does.
 NODE_MODULES := node_modules/.installed
@@ -193,13 +199,14 @@ fuzz: system-deps protos ## schemathesis on every operation of /openapi.json thr
 
 # ---------------------------------------------------------------- quality
 .PHONY: lint
-lint: protos $(BUF) ## ruff, mypy (strict on services/), the migration lint, buf lint and buf breaking against main
+lint: protos $(BUF) ## ruff (with the S security rules), mypy (strict on services/), the migration lint, buf lint and breaking, pip-audit
 	@$(BIN)/ruff check .
 	@$(BIN)/ruff format --check .
 	@$(BIN)/mypy services devstack gateway deploy
 	@$(PY) -m services.common.migration_lint check migrations
 	@$(BUF) lint
 	@bash scripts/buf-breaking.sh
+	@BIN=$(BIN) bash scripts/audit-deps.sh
 
 .PHONY: format
 format: venv ## apply ruff's formatting and autofixes

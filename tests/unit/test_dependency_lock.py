@@ -4,6 +4,7 @@ tools in the runtime lock the images install. `make lock` rewrites them (require
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass
 from importlib import metadata
@@ -210,3 +211,9 @@ def _installed_version(name: str) -> str | None:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return None
+
+
+def test_audit_ignores_give_a_reason() -> None:
+    for line in (REQUIREMENTS / "audit-ignore.txt").read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            assert re.fullmatch(r"\S+\s+#\s*\S.*", line), f"audit-ignore.txt: no reason: {line}"
