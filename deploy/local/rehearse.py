@@ -285,7 +285,13 @@ def main(previous_ref: str | None, port: int, keep: bool, current_tag: str | Non
     failure = None
     try:
         rehearse(rehearsal, port, keep=keep)
-    except (AssertionError, SystemExit, podman.PodmanError, subprocess.CalledProcessError) as exc:
+    except (
+        AssertionError,
+        SystemExit,
+        OSError,
+        podman.PodmanError,
+        subprocess.CalledProcessError,
+    ) as exc:
         failure = exc
     print()
     print(rehearsal.table())

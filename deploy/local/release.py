@@ -78,20 +78,28 @@ def generate_stubs(tree: Path) -> None:
     )
 
 
+def source_tree(sha: str) -> Path:
+    """The release's files with its generated stubs, under .cache/releases/<sha> (made once:
+    its smoke suite runs from there, and its images are built from there)."""
+    tree = RELEASES / sha
+    if not (tree / "gen" / "python").is_dir():
+        shutil.rmtree(tree, ignore_errors=True)
+        tree.mkdir(parents=True)
+        export(sha, tree)
+        generate_stubs(tree)
+    return tree
+
+
 def build_services_images(ref: str) -> str:
     """catalytic/{services,auth,lattice,webhook}:<sha of ref>; the tag. Cached by tag."""
     sha = short_sha(ref)
+    tree = source_tree(sha)
     wanted = [f"localhost/catalytic/{name}:{sha}" for name in ("services", *SERVICES)]
     if all(podman.image_exists(image) for image in wanted):
         print(f"release {sha}: images exist", flush=True)
         return sha
     if not (REPO / ".cache" / "images" / "wheels").is_dir():
         raise SystemExit("deploy-local: no wheels in .cache/images; run `make images` first")
-    tree = RELEASES / sha
-    shutil.rmtree(tree, ignore_errors=True)
-    tree.mkdir(parents=True)
-    export(sha, tree)
-    generate_stubs(tree)
     for item in BUILD_INPUTS:
         source, target = REPO / item, tree / item
         shutil.rmtree(target, ignore_errors=True)
