@@ -91,10 +91,18 @@ class RefreshSession(Protocol):
 
 
 class TokenDenylist(Protocol):
-    """Where revoked access tokens go (Redis in production)."""
+    """Where revoked access tokens go for every service to see (Redis in production)."""
 
     async def add(self, jti: str, ttl_s: int) -> None:
         """Rejects the token with this `jti` everywhere for `ttl_s` seconds."""
+
+
+class RevocationLog(Protocol):
+    """The durable record of revoked access tokens (PostgreSQL in production), from which the
+    denylist is rebuilt when Redis loses it."""
+
+    async def record(self, tenant_id: str, jti: str, expires_at: float) -> None:
+        """Stores the revocation until the token expires; committed when this returns."""
 
 
 class LoginGuard(Protocol):
@@ -162,6 +170,7 @@ class Accounts:
         issuer: TokenIssuer,
         *,
         denylist: TokenDenylist,
+        revocations: RevocationLog,
         lockout: LoginGuard,
         default_plan: str,
         refresh_ttl_s: int,
@@ -169,6 +178,7 @@ class Accounts:
         self._store = store
         self._issuer = issuer
         self._denylist = denylist
+        self._revocations = revocations
         self._lockout = lockout
         self._default_plan = default_plan
         self._refresh_ttl = timedelta(seconds=refresh_ttl_s)
@@ -261,11 +271,18 @@ class Accounts:
 
         A refresh token that is unknown, or not the caller's, is ignored: the answer must not
         tell whether it exists.
+
+        The revocation is committed to the durable log before it is listed in the denylist:
+        whatever Redis loses later is rebuilt from the log (ADR 57). If listing fails, the
+        caller sees Unavailable and the token may work until a retry or a rebuild lists it.
         """
         if principal.auth_method != AUTH_METHOD_JWT or not principal.token_id:
             raise FailedPrecondition(
                 "logout ends an access-token session; delete an API key to revoke it"
             )
+        await self._revocations.record(
+            principal.tenant_id, principal.token_id, principal.expires_at
+        )
         await self._denylist.add(principal.token_id, remaining_ttl(principal.expires_at))
         if refresh_token and len(refresh_token) <= MAX_REFRESH_TOKEN_LENGTH:
             await self._store.revoke_refresh_family(

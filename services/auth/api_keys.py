@@ -22,6 +22,7 @@ from services.common.errors import (
     NotFound,
     PermissionDenied,
     ResourceExhausted,
+    Unavailable,
 )
 
 KEY_MANAGER_ROLES = frozenset({"owner", "admin"})
@@ -157,3 +158,7 @@ class ApiKeys:
                 await self._revocations.add_api_key(key_id)
         if not found:
             raise NotFound(API_KEY_NOT_FOUND)
+        # Once more after the commit: a denylist rebuild that read the database before it
+        # (after Redis lost the first marker) could not restore the marker (ADR 57).
+        with contextlib.suppress(Unavailable):
+            await self._revocations.add_api_key(key_id)

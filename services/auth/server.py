@@ -28,6 +28,7 @@ from services.common.interceptors.ratelimit import (
     rate_limit_interceptor,
 )
 from services.common.ratelimit import PostgresPlanSource, RateLimiter
+from services.common.revocations import PostgresRevocations
 from services.common.server import RunningService, build_server
 from services.common.wiring import open_database
 
@@ -45,7 +46,9 @@ async def create_server(config: AuthConfig) -> RunningService:
         database = await open_database(config.service, resources)
         redis = await open_redis(config.service.redis_url, service=config.service.service_name)
         resources.push_async_callback(redis.aclose)
-        denylist = Denylist(redis)
+        revocations = PostgresRevocations(database)
+        denylist = Denylist(redis, revocations)
+        resources.push_async_callback(denylist.aclose)
         store = PostgresAuthStore(database)
         accounts = Accounts(
             store,
@@ -56,6 +59,7 @@ async def create_server(config: AuthConfig) -> RunningService:
                 ttl_s=config.access_token_ttl_s,
             ),
             denylist=denylist,
+            revocations=revocations,
             lockout=LoginLockout(redis, config.lockout),
             default_plan=config.default_plan,
             refresh_ttl_s=config.refresh_token_ttl_s,

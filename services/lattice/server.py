@@ -19,6 +19,7 @@ from services.common.interceptors.auth import AuthInterceptor
 from services.common.interceptors.ratelimit import RateLimitInterceptor, rate_limit_interceptor
 from services.common.internal_auth import INTERNAL_TOKEN_VARIABLE
 from services.common.ratelimit import PostgresPlanSource, RateLimiter, TenantPlans
+from services.common.revocations import PostgresRevocations
 from services.common.server import RunningService, build_server
 from services.common.wiring import open_database, remote_token_verifier
 from services.lattice import metrics
@@ -83,7 +84,8 @@ async def create_server(config: LatticeConfig) -> RunningService:
         database = await open_database(config.service, resources)
         redis = await open_redis(config.service.redis_url, service=config.service.service_name)
         resources.push_async_callback(redis.aclose)
-        denylist = Denylist(redis)
+        denylist = Denylist(redis, PostgresRevocations(database))
+        resources.push_async_callback(denylist.aclose)
         verifier = remote_token_verifier(
             config.service, resources, issuer=config.issuer, audience=config.audience
         )

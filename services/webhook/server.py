@@ -21,6 +21,7 @@ from services.common.interceptors.base import Context, RpcInterceptor
 from services.common.interceptors.ratelimit import RateLimitInterceptor, rate_limit_interceptor
 from services.common.internal_auth import InternalToken
 from services.common.ratelimit import PostgresPlanSource, RateLimiter
+from services.common.revocations import PostgresRevocations
 from services.common.server import RunningService, build_server
 from services.common.wiring import open_database, remote_token_verifier
 from services.webhook.config import DeliveryConfig, WebhookConfig
@@ -85,6 +86,8 @@ async def create_server(
         database = await open_database(config.service, resources)
         redis = await open_redis(config.service.redis_url, service=config.service.service_name)
         resources.push_async_callback(redis.aclose)
+        denylist = Denylist(redis, PostgresRevocations(database))
+        resources.push_async_callback(denylist.aclose)
         resolver = resolver if resolver is not None else SystemResolver()
         delivery = config.delivery
         policy = retry_policy(delivery)
@@ -131,7 +134,7 @@ async def create_server(
             verifier,
             internal_token=config.internal_token,
             resources=resources,
-            denylist=Denylist(redis),
+            denylist=denylist,
             api_keys=ApiKeyVerifier(database),
             rate_limit=rate_limit_interceptor(
                 config.service.service_name,

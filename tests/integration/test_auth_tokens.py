@@ -26,6 +26,7 @@ from services.common.config import ServiceConfig
 from services.common.db import Database, open_pool
 from services.common.denylist import Denylist
 from services.common.jwks_client import grpc_jwks_fetcher
+from services.common.revocations import PostgresRevocations
 from services.lattice.catalog import Catalog
 from services.lattice.server import start_server as start_lattice
 from services.lattice.store import PostgresLatticeStore
@@ -248,7 +249,7 @@ def _jti(token: str) -> str:
 # ------------------------------------------------------------------ other services, Redis down
 @contextlib.asynccontextmanager
 async def lattice_stub(
-    stack, auth_port: int, make_denylist: Callable[[], Denylist]
+    stack, auth_port: int, make_denylist: Callable[[Database], Denylist]
 ) -> AsyncIterator[lattice_grpc.LatticeServiceAsyncStub]:
     pool = await open_pool(stack.env["DATABASE_URL"], min_size=1, max_size=2, name="t")
     auth_channel = grpc.aio.insecure_channel(f"127.0.0.1:{auth_port}")
@@ -262,9 +263,10 @@ async def lattice_stub(
     verifier = AccessTokenVerifier(
         grpc_jwks_fetcher(auth_channel), issuer=ISSUER, audience=AUDIENCE
     )
-    denylist = make_denylist()
+    database = Database(pool)
+    denylist = make_denylist(database)
     running = await start_lattice(
-        config, Catalog(PostgresLatticeStore(Database(pool))), verifier, denylist=denylist
+        config, Catalog(PostgresLatticeStore(database)), verifier, denylist=denylist
     )
     await running.set_serving()
     try:
@@ -272,6 +274,7 @@ async def lattice_stub(
             yield lattice_grpc.LatticeServiceStub(channel)
     finally:
         await running.stop(0)
+        await denylist.aclose()
         await auth_channel.close()
         await pool.close()
 
@@ -280,7 +283,9 @@ async def test_another_service_rejects_a_logged_out_token_at_once(
     stack, auth: pb_grpc.AuthServiceAsyncStub, auth_port: int, redis_client: aioredis.Redis
 ) -> None:
     _, tokens = await login(auth)
-    async with lattice_stub(stack, auth_port, lambda: Denylist(redis_client)) as lattice:
+    async with lattice_stub(
+        stack, auth_port, lambda db: Denylist(redis_client, PostgresRevocations(db))
+    ) as lattice:
         listed = await lattice.ListLattices(
             lattice_pb.ListLatticesRequest(), metadata=bearer(tokens.access_token)
         )
@@ -299,7 +304,9 @@ async def test_without_redis_authenticated_calls_fail_closed(
     _, tokens = await login(auth)
     dead = aioredis.Redis.from_url(DEAD_REDIS, socket_connect_timeout=0.5)
     try:
-        async with lattice_stub(stack, auth_port, lambda: Denylist(dead)) as lattice:
+        async with lattice_stub(
+            stack, auth_port, lambda db: Denylist(dead, PostgresRevocations(db))
+        ) as lattice:
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await lattice.ListLattices(
                     lattice_pb.ListLatticesRequest(), metadata=bearer(tokens.access_token)

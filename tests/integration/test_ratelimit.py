@@ -305,3 +305,40 @@ async def test_an_unspent_lease_lapses(redis: aioredis.Redis) -> None:
     now[0] += LEASE_MAX_AGE_S
     await leased.enforce(subject, rate)
     assert limiter.hits == 2
+
+
+# ------------------------------------------------------------------ Redis loses everything
+# Not the stack's database 0: flushing that would also make its services rebuild the denylist.
+LOST_REDIS_DB = 3
+
+
+@pytest.fixture
+async def flushable(stack: Stack) -> AsyncIterator[aioredis.Redis]:
+    client = await open_redis(stack.env["REDIS_URL"].rsplit("/", 1)[0] + f"/{LOST_REDIS_DB}")
+    await client.flushdb()
+    yield client
+    await client.flushdb()
+    await client.aclose()
+
+
+async def test_after_a_flush_the_limits_start_counting_again(flushable: aioredis.Redis) -> None:
+    """ADR 57: losing the rate-limit keys forgets what was spent, nothing else; the next
+    requests count from a full bucket and are refused again once it is empty."""
+    limiter = RateLimiter(flushable)
+    key = limit_key("test", unique())
+    rate = Rate.per(3, 60)
+    assert [(await limiter.hit(key, rate)).allowed for _ in range(4)] == [True] * 3 + [False]
+    await flushable.flushdb()
+    assert [(await limiter.hit(key, rate)).allowed for _ in range(4)] == [True] * 3 + [False]
+
+
+async def test_after_a_flush_the_lockout_counts_again(flushable: aioredis.Redis) -> None:
+    """A flush lifts a lock and forgets the failures (a guesser gains one threshold's worth of
+    attempts); the next failures lock the address again."""
+    lockout = LoginLockout(flushable, FAST)
+    address = email()
+    await fail(lockout, address, 3)
+    await locked_for(lockout, address)
+    await flushable.flushdb()
+    await fail(lockout, address, 3)
+    assert 0.5 < await locked_for(lockout, address) <= 1.0

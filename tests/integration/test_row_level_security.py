@@ -25,12 +25,24 @@ _LOOKUP_POLICY = re.compile(r"^\((\w+) = app_lookup\('(\w+)'::text\)\)$")
 # `(app_lookup('name'::text) = 'value'::text)`: a background worker's read-only view across
 # tenants. Each one is reviewed and listed here with the only table it may open; a new one
 # fails the tests until it is added (and its ADR written).
-_SERVICE_POLICY = re.compile(r"^\(app_lookup\('(\w+)'::text\) = '(\w+)'::text\)$")
+# A view may be narrowed further to some rows: `((app_lookup(...) = '...') AND (<rows>))`.
+_SERVICE_POLICY = re.compile(
+    r"^\(\(?app_lookup\('(\w+)'::text\) = '(\w+)'::text\)(?: AND \((.+)\)\))?$"
+)
 SERVICE_CONTEXTS = {
     ("webhook_deliveries", "webhook_deliveries_worker_read"): ("delivery_worker", "on"),
     ("lattice_outbox", "lattice_outbox_relay_read"): ("outbox_relay", "lattice"),
     # ADR "Webhook retention": finds events older than WEBHOOK_RETENTION_DAYS; deletes per tenant.
     ("webhook_events", "webhook_events_retention_read"): ("webhook_retention", "on"),
+    # ADR 57: the denylist rebuild reads unexpired revocations; the purge finds expired ones
+    # and deletes per tenant.
+    ("revoked_access_tokens", "revoked_access_tokens_rebuild_read"): ("denylist_rebuild", "on"),
+    # ADR 57: the rebuild restores the markers of recently deleted API keys, never a live one.
+    ("api_keys", "api_keys_revoked_rebuild_read"): ("api_key_revocations", "on"),
+}
+# The rows a narrowed view admits, for the contexts that have one.
+SERVICE_CONTEXT_ROWS = {
+    ("api_keys", "api_keys_revoked_rebuild_read"): "revoked_at IS NOT NULL",
 }
 
 
@@ -88,6 +100,7 @@ def test_service_context_policies_are_reviewed_read_only_and_open_one_table(
         match = _SERVICE_POLICY.match(qual)
         assert match is not None
         assert (match[1], match[2]) == (name, value)
+        assert match[3] == SERVICE_CONTEXT_ROWS.get((table, policy)), f"{policy}: {qual}"
         with app.transaction(force_rollback=True):
             app.execute("SELECT set_config(%s, %s, true)", (f"app.lookup_{name}", value))
             for other in tables:

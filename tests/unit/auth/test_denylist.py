@@ -1,19 +1,32 @@
-"""The Redis denylist: how long entries live, and failing closed when Redis is away."""
+"""The Redis denylist: how long entries live, and failing closed when Redis is away or hung.
+
+What it does against a real Redis and PostgreSQL (the marker, the rebuild, losing Redis) is in
+tests/integration/test_denylist_rebuild.py.
+"""
 
 from __future__ import annotations
-
-import asyncio
-from dataclasses import dataclass, field
 
 import pytest
 import redis.asyncio as aioredis
 
 from services.common.access_tokens import DEFAULT_LEEWAY_S
-from services.common.denylist import API_KEY_MARKER_TTL_S, Denylist, remaining_ttl
+from services.common.denylist import (
+    API_KEY_MARKER_TTL_S,
+    Denylist,
+    api_key_marker_ttl,
+    remaining_ttl,
+)
 from services.common.errors import Unavailable
+from services.common.revocations import Revocations
+from tests.unit.common.silent_server import silent_server
 
 # Port 1 on loopback refuses connections at once.
 DEAD_REDIS = "redis://127.0.0.1:1/0"
+
+
+class NoRevocations:
+    async def unexpired(self, api_key_window_s: float) -> Revocations:
+        return Revocations([], [])
 
 
 @pytest.mark.parametrize(
@@ -36,54 +49,41 @@ def test_remaining_ttl_without_leeway() -> None:
     assert remaining_ttl(1010.5, now=1000.0, leeway_s=0) == 11
 
 
-@dataclass
-class FakeRedis:
-    values: dict[str, tuple[bytes, int]] = field(default_factory=dict)
-
-    async def set(self, key: str, value: bytes, *, ex: int) -> bool:
-        self.values[key] = (value, ex)
-        return True
-
-    async def exists(self, key: str) -> int:
-        return int(key in self.values)
-
-
-async def test_entries_are_namespaced_and_expire() -> None:
-    fake = FakeRedis()
-    listed = Denylist(fake)  # type: ignore[arg-type]
-    await listed.add("abc", 605)
-    await listed.add("zero", 0)
-    await listed.add_api_key("k1")
-    assert fake.values == {
-        "denylist:jti:abc": (b"1", 605),
-        "denylist:jti:zero": (b"1", 1),
-        "denylist:api_key:k1": (b"1", API_KEY_MARKER_TTL_S),
-    }
-    assert await listed.contains("abc")
-    assert not await listed.contains("k1")
-    assert await listed.contains_api_key("k1")
-    assert not await listed.contains_api_key("abc")
+@pytest.mark.parametrize(
+    ("revoked_at", "now", "expected"),
+    [
+        (1000.0, 1000.0, API_KEY_MARKER_TTL_S),  # deleted just now: the whole marker life
+        (1000.0, 1030.5, API_KEY_MARKER_TTL_S - 30),  # partial seconds round up
+        (1000.0, 1000.0 + API_KEY_MARKER_TTL_S, 1),  # at the end: at least 1 s
+    ],
+)
+def test_a_rebuilt_api_key_marker_lives_out_its_original_life(
+    revoked_at: float, now: float, expected: int
+) -> None:
+    assert api_key_marker_ttl(revoked_at, now=now) == expected
 
 
 async def test_a_dead_redis_fails_closed() -> None:
     client = aioredis.Redis.from_url(DEAD_REDIS, socket_connect_timeout=0.5)
     try:
-        listed = Denylist(client)
+        listed = Denylist(client, NoRevocations())
         with pytest.raises(Unavailable):
             await listed.contains("abc")
         with pytest.raises(Unavailable):
             await listed.contains_api_key("k1")
         with pytest.raises(Unavailable):
             await listed.add("abc", 10)
+        await listed.aclose()
     finally:
         await client.aclose()
 
 
 async def test_a_hung_redis_fails_closed_within_the_timeout() -> None:
-    class Hung:
-        async def exists(self, key: str) -> int:
-            await asyncio.sleep(10)
-            return 0
-
-    with pytest.raises(Unavailable):
-        await Denylist(Hung(), timeout_s=0.05).contains("abc")  # type: ignore[arg-type]
+    with silent_server() as url:
+        client = aioredis.Redis.from_url(url)
+        try:
+            listed = Denylist(client, NoRevocations(), timeout_s=0.05)
+            with pytest.raises(Unavailable):
+                await listed.contains("abc")
+        finally:
+            await client.aclose()

@@ -98,14 +98,31 @@ class FakeStore:
 
 
 @dataclass
+class FakeRevocationLog:
+    """The durable log; `events` (shared with the denylist) records the order of writes."""
+
+    events: list[str]
+    rows: dict[str, tuple[str, float]] = field(default_factory=dict)
+    down: bool = False
+
+    async def record(self, tenant_id: str, jti: str, expires_at: float) -> None:
+        if self.down:
+            raise Unavailable("database down")
+        self.events.append(f"log {jti}")
+        self.rows[jti] = (tenant_id, expires_at)
+
+
+@dataclass
 class FakeDenylist:
     jtis: dict[str, int] = field(default_factory=dict)
     api_keys: list[str] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
     down: bool = False
 
     async def add(self, jti: str, ttl_s: int) -> None:
         if self.down:
             raise Unavailable("redis down")
+        self.events.append(f"denylist {jti}")
         self.jtis[jti] = ttl_s
 
     async def add_api_key(self, key_id: str) -> None:
@@ -124,6 +141,11 @@ def denylist() -> FakeDenylist:
     return FakeDenylist()
 
 
+@pytest.fixture
+def revocations(denylist: FakeDenylist) -> FakeRevocationLog:
+    return FakeRevocationLog(denylist.events)
+
+
 class NoLockout:
     """A LoginGuard that never locks: lockout has its own tests."""
 
@@ -138,12 +160,15 @@ class NoLockout:
 
 
 @pytest.fixture
-def accounts(store: FakeStore, denylist: FakeDenylist, tmp_path: Path) -> Accounts:
+def accounts(
+    store: FakeStore, denylist: FakeDenylist, revocations: FakeRevocationLog, tmp_path: Path
+) -> Accounts:
     issuer = TokenIssuer(KeyRing.load(tmp_path / "keys"), issuer="i", audience="a", ttl_s=600)
     return Accounts(
         store,  # type: ignore[arg-type]
         issuer,
         denylist=denylist,
+        revocations=revocations,
         lockout=NoLockout(),
         default_plan="free",
         refresh_ttl_s=3600,
@@ -217,7 +242,7 @@ def key_principal() -> Principal:
 
 
 async def test_logout_lists_the_jti_for_its_remaining_life_and_revokes_the_family(
-    accounts: Accounts, store: FakeStore, denylist: FakeDenylist
+    accounts: Accounts, store: FakeStore, denylist: FakeDenylist, revocations: FakeRevocationLog
 ) -> None:
     refresh = await first_token(accounts, store)
     principal = jwt_principal(expires_in=300)
@@ -225,6 +250,20 @@ async def test_logout_lists_the_jti_for_its_remaining_life_and_revokes_the_famil
     ttl = denylist.jtis[principal.token_id]
     assert 300 + DEFAULT_LEEWAY_S - 1 <= ttl <= 300 + DEFAULT_LEEWAY_S
     assert store.tokens[hash_token(refresh)].revoked
+    # Durable first, then Redis: a rebuild after Redis loses the entry finds it (ADR 57).
+    assert revocations.rows == {principal.token_id: (TENANT, principal.expires_at)}
+    assert denylist.events == [f"log {principal.token_id}", f"denylist {principal.token_id}"]
+
+
+async def test_logout_lists_nothing_when_the_revocation_cannot_be_stored(
+    accounts: Accounts, store: FakeStore, denylist: FakeDenylist, revocations: FakeRevocationLog
+) -> None:
+    refresh = await first_token(accounts, store)
+    revocations.down = True
+    with pytest.raises(Unavailable):
+        await accounts.logout(jwt_principal(), refresh)
+    assert denylist.jtis == {}
+    assert not store.tokens[hash_token(refresh)].revoked
 
 
 async def test_logout_ignores_unknown_and_foreign_refresh_tokens(
@@ -325,7 +364,8 @@ async def test_delete_marks_the_key_revoked_everywhere(
 ) -> None:
     created = await api_keys.create(jwt_principal(), "ci")
     await api_keys.delete(jwt_principal(), created.record.id.upper())
-    assert denylist.api_keys == [created.record.id]
+    # Inside the transaction, and again after its commit (ADR 57).
+    assert denylist.api_keys == [created.record.id, created.record.id]
     assert key_store.committed == [created.record.id]
     with pytest.raises(NotFound):
         await api_keys.delete(jwt_principal(), created.record.id)

@@ -3,8 +3,6 @@ the name the client was opened with."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
@@ -12,8 +10,15 @@ from prometheus_client import REGISTRY
 from services.common.cache import UNNAMED, RedisCalls, service_of
 from services.common.denylist import Denylist
 from services.common.errors import Unavailable
+from services.common.revocations import Revocations
+from tests.unit.common.silent_server import silent_server
 
 DEAD_REDIS = "redis://127.0.0.1:1/0"
+
+
+class NoRevocations:
+    async def unexpired(self, api_key_window_s: float) -> Revocations:
+        return Revocations([], [])
 
 
 def sample(name: str, service: str) -> float:
@@ -43,20 +48,18 @@ async def test_refused_and_hung_calls_are_counted_and_timed() -> None:
     client = aioredis.Redis.from_url(DEAD_REDIS, client_name="redis-down", socket_connect_timeout=1)
     try:
         with pytest.raises(Unavailable):
-            await Denylist(client).contains("jti")
+            await Denylist(client, NoRevocations()).contains("jti")
     finally:
         await client.aclose()
     assert sample("catalytic_redis_errors_total", "redis-down") == 1
 
-    class Hung:
-        connection_pool = client.connection_pool
-
-        async def exists(self, key: str) -> int:
-            await asyncio.sleep(10)
-            return 0
-
-    with pytest.raises(Unavailable):
-        await Denylist(Hung(), timeout_s=0.05).contains("jti")  # type: ignore[arg-type]
+    with silent_server() as url:
+        hung = aioredis.Redis.from_url(url, client_name="redis-down")
+        try:
+            with pytest.raises(Unavailable):
+                await Denylist(hung, NoRevocations(), timeout_s=0.05).contains("jti")
+        finally:
+            await hung.aclose()
     assert sample("catalytic_redis_errors_total", "redis-down") == 2
     assert sample("catalytic_redis_command_duration_seconds_count", "redis-down") == 2
     assert sample("catalytic_redis_command_duration_seconds_sum", "redis-down") >= 0.05
