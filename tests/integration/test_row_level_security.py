@@ -31,6 +31,8 @@ SERVICE_CONTEXTS = {
     ("lattice_outbox", "lattice_outbox_relay_read"): ("outbox_relay", "lattice"),
     # ADR "Webhook retention": finds events older than WEBHOOK_RETENTION_DAYS; deletes per tenant.
     ("webhook_events", "webhook_events_retention_read"): ("webhook_retention", "on"),
+    # ADR 56: the admin's key commands find endpoints across tenants, as the tables' owner only.
+    ("webhooks", "webhooks_key_maintenance_read"): ("webhook_keys", "on"),
 }
 
 
