@@ -69,13 +69,19 @@ def kek_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str
 
 
 def admin(
-    stack: Stack, scratch: Scratch, kek_env: dict[str, str], *args: str, ok: bool = True
+    stack: Stack,
+    scratch: Scratch,
+    kek_env: dict[str, str],
+    *args: str,
+    ok: bool = True,
+    as_url: str | None = None,
 ) -> str:
-    """`python -m services.webhook.admin ARGS` as an operator runs it, on the scratch database."""
+    """`python -m services.webhook.admin ARGS` as an operator runs it, on the scratch database
+    (as its owner unless `as_url` says otherwise)."""
     env = {
         **os.environ,
         **stack.env,
-        "DATABASE_ADMIN_URL": scratch.admin_url,
+        "DATABASE_ADMIN_URL": as_url or scratch.admin_url,
         "DATABASE_URL": scratch.app_url,
         **kek_env,
     }
@@ -235,6 +241,16 @@ async def test_decrypt_secrets_gives_the_release_before_its_plaintext_back(
     columns = secret_columns(scratch, created.webhook.id)
     assert columns["secret"] == created.secret
     assert columns["sealed"] is None
+
+
+def test_the_key_commands_refuse_a_role_that_cannot_see_every_tenant(
+    stack: Stack, scratch: Scratch
+) -> None:
+    """As the application role every tenant's endpoints are invisible: a silent no-op would
+    look like success, so the tool refuses."""
+    kek_env = {"KEK_DIR": str(shared_kek_dir())}
+    output = admin(stack, scratch, kek_env, "key-status", ok=False, as_url=scratch.app_url)
+    assert "does not own the webhooks table" in output
 
 
 # ---------------------------------------------------------------------------- KEK rotation
