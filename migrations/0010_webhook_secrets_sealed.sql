@@ -11,9 +11,6 @@ ALTER TABLE webhooks
   ADD COLUMN secret_sealed bytea,
   ADD COLUMN previous_secret_sealed bytea;
 ALTER TABLE webhooks ALTER COLUMN secret DROP NOT NULL;
--- Every endpoint keeps a current secret in one form or the other.
-ALTER TABLE webhooks ADD CONSTRAINT webhooks_secret_present
-  CHECK (secret IS NOT NULL OR secret_sealed IS NOT NULL);
 
 -- The release before rotates with `previous_secret = secret, secret = <new plaintext>`,
 -- unaware of the sealed columns: on a row whose current secret is sealed, that would lose

@@ -44,8 +44,6 @@ SEED_HINTS: dict[str, dict[str, Callable[[], object]]] = {
         "prefix": lambda: base64.b32encode(secrets.token_bytes(10)).decode().lower()[:12],
         "secret_hash": lambda: secrets.token_hex(32),
     },
-    # A current secret in one form or the other (webhooks_secret_present, migration 0010).
-    "webhooks": {"secret_sealed": lambda: secrets.token_bytes(96)},
 }
 # The tables the schema had when this test was written: discovery must find at least these.
 KNOWN_TENANT_TABLES = frozenset(
