@@ -195,6 +195,7 @@ class Stack:
             if self.redis is not None:
                 self._timed("redis", f"127.0.0.1:{self.ports.redis}", self.redis.start)
             self._timed("migrations", "applied", self._migrate, verb="")
+            self._timed("keys", "webhook secrets sealed", self._seal_secrets, verb="")
             # auth first: the others fetch its signing keys.
             self._timed("auth", self.addr("auth"), partial(self.start_service, "auth"))
             for name in ("lattice", "webhook"):
@@ -302,10 +303,25 @@ class Stack:
         return env
 
     def _migrate(self) -> None:
-        log_path = self.logs_dir / "migrate.log"
+        self._run_step("migrations", "migrate.log", "services.common.migrate")
+
+    def _seal_secrets(self) -> None:
+        # The webhook service seals secrets under a KEK (ADR 56): a development one is made
+        # under RUN_DIR (KEK_DIR) when there is none, and secrets that an older checkout left
+        # in plaintext are sealed before the service starts.
+        self._run_step(
+            "sealing webhook secrets",
+            "keys.log",
+            "services.webhook.admin",
+            "encrypt-secrets",
+            "--create-kek-if-none",
+        )
+
+    def _run_step(self, what: str, log_name: str, module: str, *args: str) -> None:
+        log_path = self.logs_dir / log_name
         with open(log_path, "ab") as log:
             result = subprocess.run(
-                [sys.executable, "-m", "services.common.migrate"],
+                [sys.executable, "-m", module, *args],
                 env=self._env,
                 cwd=REPO_ROOT,
                 stdin=subprocess.DEVNULL,
@@ -316,7 +332,7 @@ class Stack:
             )
         if result.returncode != 0:
             raise ProcessError(
-                f"migrations failed with status {result.returncode}; log {log_path}:\n"
+                f"{what} failed with status {result.returncode}; log {log_path}:\n"
                 f"{log_tail(log_path)}"
             )
 

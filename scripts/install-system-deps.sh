@@ -24,6 +24,8 @@ command -v npm >/dev/null 2>&1 || need+=(npm)
 # Headless browser for the gateway's /docs and /redoc pages (tests/e2e/test_gateway_docs.py).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+# SoftHSM2, a PKCS#11 token in files: the tests of the HSM key provider (ADR 56) use a real one.
+command -v softhsm2-util >/dev/null 2>&1 || need+=(softhsm2)
 # promtool and amtool check the monitoring rules and routes (tests/monitoring/), so Prometheus and
 # Alertmanager are always installed; each package installs /usr/bin/<its name>.
 monitoring_services=(prometheus prometheus-alertmanager)

@@ -106,7 +106,7 @@ def render(overlay: Path = OVERLAY) -> list[Manifest]:
 
 @dataclass(frozen=True)
 class LocalSecrets:
-    """The five Secrets of deploy/k8s/README.md, with dev values, kept under `root`."""
+    """The six Secrets of deploy/k8s/README.md, with dev values, kept under `root`."""
 
     root: Path
 
@@ -127,6 +127,17 @@ class LocalSecrets:
             pem.chmod(0o440)
             _chown(pem, 10001)
         _chown(keys, 10001)
+        # The webhook container (uid 10001) reads its key-encryption keys the same way.
+        kek = self.root / "files" / "webhook-kek"
+        if not any(kek.glob("*.key")):
+            from services.common.keys.files import FileKekRing
+
+            FileKekRing(kek).create()
+        kek.chmod(0o750)
+        for key in kek.glob("*.key"):
+            key.chmod(0o440)
+            _chown(key, 10001)
+        _chown(kek, 10001)
         # The dev overlay's PostgreSQL trusts the platform's pods (deploy/k8s/README.md).
         return {
             "database": {"DATABASE_URL": "postgresql://catalytic_app@postgres:5432/catalytic"},
@@ -368,7 +379,10 @@ def up(
         describe(plan)
     for name, values in plan.secrets.items():
         podman.replace_secret(name, podman_secret(values))
-    say(f"secrets: {', '.join(sorted(plan.secrets))} (podman secrets), jwt-keys (files)")
+    say(
+        f"secrets: {', '.join(sorted(plan.secrets))} (podman secrets),"
+        " jwt-keys and webhook-kek (files)"
+    )
     start = time.monotonic()
     for stage in stages or tuple(dict.fromkeys(pod.stage for pod in plan.pods)):
         for pod in plan.stage(stage):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import ipaddress
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from services.common.config import ConfigError, ServiceConfig, env_float, env_int, env_list, env_str
 from services.common.internal_auth import InternalToken
+from services.common.keys.config import KekConfig
 from services.common.ratelimit import RateLimitConfig
 from services.webhook.ssrf import IPNetwork
 
@@ -180,6 +181,8 @@ class WebhookConfig:
     internal_token: InternalToken
     delivery: DeliveryConfig
     retention: RetentionConfig = RetentionConfig()
+    # Where the key-encryption keys that seal the endpoints' secrets are (ADR 56).
+    keys: KekConfig = field(default_factory=KekConfig)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WebhookConfig:
@@ -197,4 +200,5 @@ class WebhookConfig:
             internal_token=InternalToken.from_env(environ),
             delivery=DeliveryConfig.from_env(environ),
             retention=RetentionConfig.from_env(environ),
+            keys=KekConfig.from_env(environ),
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ from services.webhook.batching import GroupCommit
 from services.webhook.deliveries import DeliveryRecord, Published, QueueRefusal
 from services.webhook.events import ALL_EVENTS, NewEvent
 from services.webhook.policy import AttemptStatus
+from services.webhook.secret_box import SecretBox
 from services.webhook.worker import Claim, Job
 
 # Queues event %(event)s to the endpoints `targets` selects (locked against a concurrent delete
@@ -56,9 +58,11 @@ WITH input AS (
   ON CONFLICT (id) DO NOTHING
   RETURNING id
 ), targets AS (
-  SELECT w.id AS webhook_id, w.ordered, w.url, w.secret,
+  SELECT w.id AS webhook_id, w.ordered, w.url, w.secret, w.secret_sealed,
          CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret END
            AS previous_secret,
+         CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret_sealed END
+           AS previous_secret_sealed,
          w.failing_since, i.id AS event_id, i.delay, i.n
   FROM stored s
   JOIN input i ON i.id = s.id
@@ -86,7 +90,10 @@ WITH input AS (
   SELECT q.event_id, count(*) AS queued,
          json_agg(json_build_object(
            'delivery_id', q.id, 'webhook_id', q.webhook_id, 'url', r.url, 'secret', r.secret,
-           'previous_secret', r.previous_secret, 'failing_since', r.failing_since
+           'secret_sealed', encode(r.secret_sealed, 'base64'),
+           'previous_secret', r.previous_secret,
+           'previous_secret_sealed', encode(r.previous_secret_sealed, 'base64'),
+           'failing_since', r.failing_since
          )) FILTER (WHERE q.leased) AS jobs
   FROM queued q JOIN ranked r ON r.event_id = q.event_id AND r.webhook_id = q.webhook_id
   GROUP BY q.event_id
@@ -139,18 +146,31 @@ async def queue_subscribed(
     return len(await cur.fetchall())
 
 
-def _leased_job(tenant_id: str, token: str, event: NewEvent, job: dict[str, Any]) -> Job:
+def _bytes(value: str | None) -> bytes | None:
+    # bytea in the statement's JSON is base64, which PostgreSQL wraps every 76 characters.
+    return base64.b64decode(value) if value is not None else None
+
+
+def _leased_job(
+    tenant_id: str, token: str, event: NewEvent, job: dict[str, Any], box: SecretBox
+) -> Job:
     """A delivery leased at publication, from the statement's JSON, as the worker runs it."""
     failing_since = job["failing_since"]
+    secrets = box.live_secrets(
+        tenant_id,
+        job["webhook_id"],
+        current=job["secret"],
+        current_sealed=_bytes(job["secret_sealed"]),
+        previous=job["previous_secret"],
+        previous_sealed=_bytes(job["previous_secret_sealed"]),
+    )
     return Job(
         claim=Claim(job["delivery_id"], tenant_id, token),
         webhook_id=job["webhook_id"],
         url=job["url"],
         enabled=True,
         ordered=False,
-        secrets=(job["secret"], job["previous_secret"])
-        if job["previous_secret"]
-        else (job["secret"],),
+        secrets=secrets,
         failing_since=datetime.fromisoformat(failing_since) if failing_since else None,
         event_id=event.id,
         event_type=event.type,
@@ -206,8 +226,10 @@ class PostgresDeliveryStore:
     one transaction, they are as safe as claimed ones (a lost worker's lease runs out).
     """
 
-    def __init__(self, db: Database, *, worker: LocalWorker | None = None) -> None:
+    def __init__(self, db: Database, box: SecretBox, *, worker: LocalWorker | None = None) -> None:
         self._db = db
+        # Opens the endpoints' sealed secrets for the deliveries handed to the worker.
+        self._box = box
         self._worker = worker
         self._publications: GroupCommit[tuple[NewEvent, float], Published] = GroupCommit(
             self._publish_batch
@@ -252,7 +274,10 @@ class PostgresDeliveryStore:
                 raise RuntimeError("PublishEvent's statement returned a row count it should not")
             results: dict[str, Published] = {}
             for (event, _), row in zip(unique, rows, strict=True):
-                leased = [_leased_job(tenant_id, token, event, job) for job in row["jobs"] or ()]
+                leased = [
+                    _leased_job(tenant_id, token, event, job, self._box)
+                    for job in row["jobs"] or ()
+                ]
                 jobs += leased
                 results[event.id] = Published(
                     queued=int(row["queued"]),

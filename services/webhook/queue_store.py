@@ -21,6 +21,7 @@ from typing import Any
 from services.common.db import Connection, Database
 from services.webhook.delivery_store import insert_event, queue_subscribed
 from services.webhook.policy import AttemptStatus
+from services.webhook.secret_box import SecretBox
 from services.webhook.worker import Attempted, Claim, Job, QueueStats, Recorded
 
 WORKER_LOOKUP = {"delivery_worker": "on"}
@@ -56,8 +57,8 @@ WITH claimed AS (
 )
 SELECT c.id::text AS delivery_id, c.lease_token::text AS lease_token, c.attempt, c.event_id,
        c.webhook_id::text AS webhook_id, c.ordered,
-       w.url, w.enabled, w.secret, w.previous_secret,
-       w.previous_secret IS NOT NULL AND w.previous_secret_expires_at > now() AS previous_live,
+       w.url, w.enabled, w.secret, w.secret_sealed, w.previous_secret, w.previous_secret_sealed,
+       w.previous_secret_expires_at > now() AS previous_live,
        w.failing_since, e.type, e.payload
 FROM claimed c
 JOIN webhooks w ON w.id = c.webhook_id
@@ -154,8 +155,10 @@ def _finish_params(tenant_id: str, attempts: Sequence[Attempted]) -> dict[str, o
 class PostgresDeliveryQueue:
     """DeliveryQueue on PostgreSQL (see the module docstring for the two kinds of transaction)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, box: SecretBox) -> None:
         self._db = db
+        # Opens the endpoints' sealed secrets for the attempts (ADR 56).
+        self._box = box
 
     # ------------------------------------------------------------------ leases
     async def claim(self, limit: int, lease_s: float) -> list[Job]:
@@ -184,7 +187,7 @@ class PostgresDeliveryQueue:
         async with self._db.tenant_transaction(tenant_id) as conn:
             cur = await conn.execute(_CLAIM, (lease_s, tenant_id, wanted))
             rows = await cur.fetchall()
-        return [_job(tenant_id, row) for row in rows]
+        return [_job(tenant_id, row, self._box) for row in rows]
 
     async def renew(self, claims: Sequence[Claim], lease_s: float) -> None:
         for tenant_id, tokens in _by_tenant(claims).items():
@@ -296,8 +299,16 @@ class PostgresDeliveryQueue:
         return True
 
 
-def _job(tenant_id: str, row: dict[str, Any]) -> Job:
-    secrets = (row["secret"], row["previous_secret"]) if row["previous_live"] else (row["secret"],)
+def _job(tenant_id: str, row: dict[str, Any], box: SecretBox) -> Job:
+    live = bool(row["previous_live"])
+    secrets = box.live_secrets(
+        tenant_id,
+        row["webhook_id"],
+        current=row["secret"],
+        current_sealed=row["secret_sealed"],
+        previous=row["previous_secret"] if live else None,
+        previous_sealed=row["previous_secret_sealed"] if live else None,
+    )
     return Job(
         claim=Claim(row["delivery_id"], tenant_id, row["lease_token"]),
         webhook_id=row["webhook_id"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 from contextlib import AbstractAsyncContextManager
 
@@ -20,6 +21,7 @@ from services.common.interceptors.auth import AuthInterceptor
 from services.common.interceptors.base import Context, RpcInterceptor
 from services.common.interceptors.ratelimit import RateLimitInterceptor, rate_limit_interceptor
 from services.common.internal_auth import InternalToken
+from services.common.keys.config import open_ring
 from services.common.ratelimit import PostgresPlanSource, RateLimiter
 from services.common.revocations import PostgresRevocations
 from services.common.server import RunningService, build_server
@@ -33,12 +35,15 @@ from services.webhook.policy import RetryPolicy
 from services.webhook.queue_store import PostgresDeliveryQueue
 from services.webhook.retention import Retention
 from services.webhook.retention_store import PostgresRetention
+from services.webhook.secret_box import SecretBox
 from services.webhook.sender import HttpSender
 from services.webhook.servicer import WebhookServicer
 from services.webhook.ssrf import Resolver, SystemResolver
 from services.webhook.store import PostgresWebhookStore
 from services.webhook.transport import guarded_client
 from services.webhook.worker import DeliveryWorker
+
+logger = logging.getLogger("catalytic.webhook")
 
 SERVICE_NAME = "catalytic.webhook.v1.WebhookService"
 # Every webhook RPC acts for a tenant or a calling service, so none is public.
@@ -88,6 +93,11 @@ async def create_server(
         resources.push_async_callback(redis.aclose)
         denylist = Denylist(redis, PostgresRevocations(database))
         resources.push_async_callback(denylist.aclose)
+        ring = open_ring(config.keys)
+        resources.callback(ring.close)
+        # Fails start-up by name when the ring has no KEK: nothing could be sealed.
+        logger.info("key-encryption keys: %s, current %s", config.keys.describe(), ring.current_id)
+        box = SecretBox(ring)
         resolver = resolver if resolver is not None else SystemResolver()
         delivery = config.delivery
         policy = retry_policy(delivery)
@@ -101,7 +111,7 @@ async def create_server(
             )
             resources.push_async_callback(client.aclose)
             worker = DeliveryWorker(
-                PostgresDeliveryQueue(database),
+                PostgresDeliveryQueue(database, box),
                 HttpSender(
                     client,
                     connect_timeout_s=delivery.connect_timeout_s,
@@ -117,13 +127,15 @@ async def create_server(
             )
         wake = worker.wake if worker is not None else _nothing
         endpoints = Endpoints(
-            PostgresWebhookStore(database),
+            PostgresWebhookStore(database, box),
             resolver,
             allowed=config.allow_cidrs,
             secret_overlap_s=delivery.secret_overlap_s,
             wake=wake,
         )
-        deliveries = Deliveries(PostgresDeliveryStore(database, worker=worker), policy, wake=wake)
+        deliveries = Deliveries(
+            PostgresDeliveryStore(database, box, worker=worker), policy, wake=wake
+        )
         verifier = remote_token_verifier(
             config.service, resources, issuer=config.issuer, audience=config.audience
         )

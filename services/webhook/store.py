@@ -8,6 +8,7 @@ from typing import Any
 from services.common.db import Database
 from services.common.paging import Cursor, newest_first_query
 from services.webhook.endpoints import NewWebhook, WebhookRecord
+from services.webhook.secret_box import SecretBox
 
 _COLUMNS = "id::text, url, event_types, description, enabled, disabled_reason, created_at, ordered"
 
@@ -26,16 +27,20 @@ def _webhook(row: dict[str, Any]) -> WebhookRecord:
 
 
 class PostgresWebhookStore:
-    """WebhookStore on PostgreSQL; every statement runs in the tenant's transaction."""
+    """WebhookStore on PostgreSQL; every statement runs in the tenant's transaction.
 
-    def __init__(self, db: Database) -> None:
+    Secrets are written sealed only (`box`), never in plaintext (ADR 56).
+    """
+
+    def __init__(self, db: Database, box: SecretBox) -> None:
         self._db = db
+        self._box = box
 
     async def insert(self, tenant_id: str, webhook: NewWebhook) -> WebhookRecord:
         async with self._db.tenant_transaction(tenant_id) as conn:
             cur = await conn.execute(
                 "INSERT INTO webhooks"  # noqa: S608
-                " (id, tenant_id, url, event_types, description, secret, ordered)"
+                " (id, tenant_id, url, event_types, description, secret_sealed, ordered)"
                 f" VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
                 (
                     webhook.id,
@@ -43,7 +48,7 @@ class PostgresWebhookStore:
                     webhook.url,
                     list(webhook.event_types),
                     webhook.description,
-                    webhook.secret,
+                    self._box.seal(tenant_id, webhook.id, webhook.secret),
                     webhook.ordered,
                 ),
             )
@@ -80,12 +85,17 @@ class PostgresWebhookStore:
     async def rotate_secret(
         self, tenant_id: str, webhook_id: str, secret: str, overlap_s: float
     ) -> datetime | None:
+        sealed = self._box.seal(tenant_id, webhook_id, secret)
         async with self._db.tenant_transaction(tenant_id) as conn:
+            # The current secret becomes the previous one in whichever form the row holds it
+            # (plaintext only in rows not yet sealed by `encrypt-secrets`).
             cur = await conn.execute(
                 "UPDATE webhooks SET previous_secret = secret,"
-                " previous_secret_expires_at = now() + make_interval(secs => %s), secret = %s"
+                " previous_secret_sealed = secret_sealed,"
+                " previous_secret_expires_at = now() + make_interval(secs => %s),"
+                " secret = NULL, secret_sealed = %s"
                 " WHERE id = %s RETURNING previous_secret_expires_at",
-                (overlap_s, secret, webhook_id),
+                (overlap_s, sealed, webhook_id),
             )
             row = await cur.fetchone()
         return row["previous_secret_expires_at"] if row else None

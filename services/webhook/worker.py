@@ -35,6 +35,8 @@ STATS_INTERVAL_S = 5.0
 # After an unexpected error (the database away), the loop waits this long, doubling to the cap.
 ERROR_BACKOFF_S = 0.5
 ERROR_BACKOFF_MAX_S = 15.0
+# The tenant's log entry for an attempt whose signing secret could not be opened.
+UNSIGNABLE = "not sent: the endpoint's signing secret is unavailable to the platform"
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,8 @@ class Job:
     url: str
     enabled: bool
     ordered: bool
-    # The current secret first, then the previous one while its overlap lasts.
+    # The current secret first, then the previous one while its overlap lasts; empty when
+    # the current one could not be opened (the attempt then fails without being sent).
     secrets: tuple[str, ...] = field(repr=False)
     failing_since: datetime | None
     event_id: str
@@ -338,7 +341,12 @@ class DeliveryWorker:
             await self._queue.defer(claim, wait_s)
             return
         attempted_at = self._clock()
-        result = await self._sender.send(job.url, job.event_id, job.body, job.secrets)
+        if job.secrets:
+            result = await self._sender.send(job.url, job.event_id, job.body, job.secrets)
+        else:
+            # Never sent unsigned: the secret would not open (its KEK is not in the ring, ADR
+            # 56). The attempt fails like any other, so it is retried and shows in the log.
+            result = AttemptResult(status_code=0, error=UNSIGNABLE)
         attempt = job.attempts_made + 1
         outcome = self._policy.decide(attempt, result, self._clock(), job.failing_since)
         disabled = (

@@ -39,6 +39,8 @@ SERVICE_CONTEXTS = {
     ("revoked_access_tokens", "revoked_access_tokens_rebuild_read"): ("denylist_rebuild", "on"),
     # ADR 57: the rebuild restores the markers of recently deleted API keys, never a live one.
     ("api_keys", "api_keys_revoked_rebuild_read"): ("api_key_revocations", "on"),
+    # ADR 56: the admin's key commands find endpoints across tenants, as the tables' owner only.
+    ("webhooks", "webhooks_key_maintenance_read"): ("webhook_keys", "on"),
 }
 # The rows a narrowed view admits, for the contexts that have one.
 SERVICE_CONTEXT_ROWS = {

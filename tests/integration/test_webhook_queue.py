@@ -19,7 +19,7 @@ from services.webhook.policy import AttemptResult, AttemptStatus, Outcome
 from services.webhook.queue_store import PostgresDeliveryQueue
 from services.webhook.store import PostgresWebhookStore
 from services.webhook.worker import Attempted, Claim, Job, Recorded
-from tests.unit.webhook.harness import Scratch
+from tests.unit.webhook.harness import Scratch, shared_box
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +38,7 @@ async def endpoint(
 ) -> str:
     scratch.add_tenant(tenant_id)
     webhook_id = str(uuid.uuid4())
-    await PostgresWebhookStore(db).insert(
+    await PostgresWebhookStore(db, shared_box()).insert(
         tenant_id,
         NewWebhook(
             id=webhook_id,
@@ -66,7 +66,7 @@ async def record(
 
 
 async def publish(db: Database, tenant_id: str, count: int) -> list[str]:
-    store = PostgresDeliveryStore(db)
+    store = PostgresDeliveryStore(db, shared_box())
     events = [event(number) for number in range(count)]
     for item in events:
         assert (await store.publish(tenant_id, item, 0.0)).queued >= 1
@@ -78,7 +78,7 @@ async def test_concurrent_claimers_never_share_a_delivery(db: Database, scratch:
     for tenant_id in tenants:
         await endpoint(db, scratch, tenant_id)
         await publish(db, tenant_id, 20)
-    queue = PostgresDeliveryQueue(db)
+    queue = PostgresDeliveryQueue(db, shared_box())
 
     claims: list[Claim] = []
     while True:
@@ -98,7 +98,7 @@ async def test_a_dead_workers_lease_runs_out_and_its_late_result_is_ignored(
     tenant_id = str(uuid.uuid4())
     await endpoint(db, scratch, tenant_id)
     await publish(db, tenant_id, 1)
-    queue = PostgresDeliveryQueue(db)
+    queue = PostgresDeliveryQueue(db, shared_box())
     [job] = await queue.claim(5, 0.5)
     first = job.claim
     assert await queue.claim(5, 0.5) == []
@@ -119,7 +119,7 @@ async def test_renew_and_release(db: Database, scratch: Scratch) -> None:
     tenant_id = str(uuid.uuid4())
     await endpoint(db, scratch, tenant_id)
     await publish(db, tenant_id, 2)
-    queue = PostgresDeliveryQueue(db)
+    queue = PostgresDeliveryQueue(db, shared_box())
     claims = [job.claim for job in await queue.claim(5, 0.5)]
     assert len(claims) == 2
 
@@ -138,7 +138,7 @@ async def test_an_ordered_endpoint_offers_only_its_oldest_pending_delivery(
     tenant_id = str(uuid.uuid4())
     await endpoint(db, scratch, tenant_id, ordered=True)
     published = await publish(db, tenant_id, 3)
-    queue = PostgresDeliveryQueue(db)
+    queue = PostgresDeliveryQueue(db, shared_box())
 
     for event_id in published:
         [job] = await queue.claim(10, 30)
@@ -154,7 +154,7 @@ async def test_a_disabling_attempt_pauses_the_endpoint_and_tells_the_others(
     gone = await endpoint(db, scratch, tenant_id, ordered=True, types=("lattice.created",))
     watcher = await endpoint(db, scratch, tenant_id, types=("webhook.disabled",))
     await publish(db, tenant_id, 2)
-    queue = PostgresDeliveryQueue(db)
+    queue = PostgresDeliveryQueue(db, shared_box())
     [job] = await queue.claim(10, 30)
     notice = disabled_event(gone, job.url, "the endpoint answered 410 Gone", datetime.now(UTC))
 
@@ -186,7 +186,7 @@ async def test_a_disabling_attempt_pauses_the_endpoint_and_tells_the_others(
     # Only the notice is due; the paused delivery resumes once the endpoint is enabled.
     [due] = await queue.claim(10, 30)
     assert due.event_type == "webhook.disabled"
-    await PostgresWebhookStore(db).enable(tenant_id, gone)
+    await PostgresWebhookStore(db, shared_box()).enable(tenant_id, gone)
     [resumed] = await queue.claim(10, 30)
     assert resumed.webhook_id == gone
 
@@ -232,7 +232,7 @@ async def test_a_delivery_keeps_its_identity(db: Database, scratch: Scratch) -> 
 
 
 async def test_stats_count_waiting_deliveries(db: Database, scratch: Scratch) -> None:
-    queue = PostgresDeliveryQueue(db)
+    queue = PostgresDeliveryQueue(db, shared_box())
     assert (await queue.stats()).depth == 0
     tenant_id = str(uuid.uuid4())
     await endpoint(db, scratch, tenant_id)
@@ -249,7 +249,7 @@ async def test_claims_are_typed(db: Database, scratch: Scratch) -> None:
     tenant_id = str(uuid.uuid4())
     await endpoint(db, scratch, tenant_id)
     await publish(db, tenant_id, 1)
-    [job] = await PostgresDeliveryQueue(db).claim(1, 30)
+    [job] = await PostgresDeliveryQueue(db, shared_box()).claim(1, 30)
     claim = job.claim
     assert isinstance(claim, Claim)
     assert claim.tenant_id == tenant_id
@@ -265,7 +265,7 @@ async def test_a_delivery_claimed_for_a_disabled_endpoint_waits_for_it(
     webhook_id = await endpoint(db, scratch, tenant_id)
     await publish(db, tenant_id, 1)
     scratch.query("UPDATE webhooks SET enabled = false RETURNING id")
-    queue = PostgresDeliveryQueue(db)
+    queue = PostgresDeliveryQueue(db, shared_box())
     [job] = await queue.claim(5, 30)
     assert not job.enabled
 
@@ -273,7 +273,7 @@ async def test_a_delivery_claimed_for_a_disabled_endpoint_waits_for_it(
 
     assert scratch.query("SELECT paused, lease_token FROM webhook_deliveries") == [(True, None)]
     assert await queue.claim(5, 30) == []
-    await PostgresWebhookStore(db).enable(tenant_id, webhook_id)
+    await PostgresWebhookStore(db, shared_box()).enable(tenant_id, webhook_id)
     assert len(await queue.claim(5, 30)) == 1
 
 
@@ -281,7 +281,7 @@ async def test_defer_postpones_without_counting_an_attempt(db: Database, scratch
     tenant_id = str(uuid.uuid4())
     await endpoint(db, scratch, tenant_id)
     await publish(db, tenant_id, 1)
-    queue = PostgresDeliveryQueue(db)
+    queue = PostgresDeliveryQueue(db, shared_box())
     [job] = await queue.claim(5, 30)
 
     await queue.defer(job.claim, 0.3)
@@ -318,7 +318,7 @@ async def test_concurrent_publications_are_written_together_and_once(
 ) -> None:
     tenant_id = str(uuid.uuid4())
     await endpoint(db, scratch, tenant_id)
-    store = PostgresDeliveryStore(db)
+    store = PostgresDeliveryStore(db, shared_box())
     events = [event(number) for number in range(20)]
 
     results = await asyncio.gather(
@@ -347,7 +347,7 @@ async def test_publication_leases_what_the_local_worker_has_room_for(
     plain = await endpoint(db, scratch, tenant_id)
     ordered = await endpoint(db, scratch, tenant_id, ordered=True)
     worker = HandOver(slots=3)
-    store = PostgresDeliveryStore(db, worker=worker)
+    store = PostgresDeliveryStore(db, shared_box(), worker=worker)
     published = [event(number) for number in range(4)]
 
     results = await asyncio.gather(*(store.publish(tenant_id, item, 0.0) for item in published))
@@ -367,7 +367,7 @@ async def test_publication_leases_what_the_local_worker_has_room_for(
     assert job.url == "https://hooks.example.com/"
     assert job.secrets[0].startswith("whsec_")
     # Leased: not claimable; the rest is.
-    queue = PostgresDeliveryQueue(db)
+    queue = PostgresDeliveryQueue(db, shared_box())
     claimed = await queue.claim(10, 30)
     assert len(claimed) == 2
     assert {c.webhook_id for c in claimed} == {plain, ordered}
@@ -375,7 +375,7 @@ async def test_publication_leases_what_the_local_worker_has_room_for(
     recorded = await record(queue, job, AttemptResult(200, ""), Outcome(AttemptStatus.SUCCEEDED))
     assert recorded.held
     # A delay before the first attempt means no lease at publication.
-    later = await PostgresDeliveryStore(db, worker=HandOver(slots=10)).publish(
+    later = await PostgresDeliveryStore(db, shared_box(), worker=HandOver(slots=10)).publish(
         tenant_id, event(50), 5.0
     )
     assert (later.queued, later.dispatched) == (2, 0)
@@ -388,8 +388,8 @@ async def test_a_batch_of_results_is_written_as_if_one_by_one(
     flaky = await endpoint(db, scratch, tenant_id)
     healthy = await endpoint(db, scratch, tenant_id, types=("path.computed",))
     await publish(db, tenant_id, 3)
-    await PostgresDeliveryStore(db).publish(tenant_id, event(9, "path.computed"), 0.0)
-    queue = PostgresDeliveryQueue(db)
+    await PostgresDeliveryStore(db, shared_box()).publish(tenant_id, event(9, "path.computed"), 0.0)
+    queue = PostgresDeliveryQueue(db, shared_box())
     jobs = await queue.claim(10, 30)
     to_flaky = [job for job in jobs if job.webhook_id == flaky]
     [to_healthy] = [job for job in jobs if job.webhook_id == healthy]

@@ -28,7 +28,7 @@ from services.webhook.retention_store import PostgresRetention
 from services.webhook.store import PostgresWebhookStore
 from services.webhook.worker import Attempted, Job
 from tests.e2e.helpers import Tenant, register_and_login
-from tests.unit.webhook.harness import Scratch, webhook_server
+from tests.unit.webhook.harness import Scratch, shared_box, webhook_server
 from tests.unit.webhook.receiver import Receiver, Reply, running_receiver
 
 pytestmark = pytest.mark.integration
@@ -40,7 +40,7 @@ KEEP_S = 30 * DAY_S
 async def endpoint(db: Database, scratch: Scratch, tenant_id: str, *types: str) -> str:
     scratch.add_tenant(tenant_id)
     webhook_id = str(uuid.uuid4())
-    await PostgresWebhookStore(db).insert(
+    await PostgresWebhookStore(db, shared_box()).insert(
         tenant_id,
         NewWebhook(
             id=webhook_id,
@@ -57,13 +57,15 @@ async def publish(
     db: Database, tenant_id: str, name: str, event_type: str = "lattice.created"
 ) -> str:
     event_id = f"evt_{name}_{uuid.uuid4().hex[:8]}"
-    await PostgresDeliveryStore(db).publish(tenant_id, NewEvent(event_id, event_type, b"{}"), 0.0)
+    await PostgresDeliveryStore(db, shared_box()).publish(
+        tenant_id, NewEvent(event_id, event_type, b"{}"), 0.0
+    )
     return event_id
 
 
 async def finish(db: Database, tenant_id: str, outcomes: dict[str, Outcome]) -> None:
     """Claims every due delivery and records the outcome given for its event (others wait)."""
-    queue = PostgresDeliveryQueue(db)
+    queue = PostgresDeliveryQueue(db, shared_box())
     jobs: list[Job] = await queue.claim(100, 30)
     attempts = [
         Attempted(

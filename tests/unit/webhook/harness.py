@@ -9,8 +9,12 @@ come from the stack's real auth service; its tenants are copied into the scratch
 from __future__ import annotations
 
 import asyncio
+import atexit
+import functools
 import io
+import shutil
 import ssl
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -27,9 +31,11 @@ from google.protobuf import struct_pb2
 from psycopg import sql
 
 from devstack import Stack
+from services.common.keys.files import FileKekRing
 from services.common.migrate import migrate
 from services.common.server import RunningService
 from services.webhook.config import WebhookConfig
+from services.webhook.secret_box import SecretBox
 from services.webhook.server import create_server
 from services.webhook.ssrf import Resolver
 from tests.e2e.helpers import Tenant
@@ -52,6 +58,20 @@ BASE_ENV = {
     "INTERNAL_TOKEN": INTERNAL_TOKEN,
     "LOG_LEVEL": "WARNING",
 }
+
+
+@functools.cache
+def shared_kek_dir() -> Path:
+    """A key directory with one KEK, shared by this process's in-process servers and stores."""
+    directory = Path(tempfile.mkdtemp(prefix="catalytic-test-kek-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    FileKekRing(directory).create()
+    return directory
+
+
+def shared_box() -> SecretBox:
+    """A SecretBox on shared_kek_dir(), for tests that build the stores themselves."""
+    return SecretBox(FileKekRing(shared_kek_dir()))
 
 
 def with_database(url: str, database: str) -> str:
@@ -197,6 +217,7 @@ async def webhook_server(
             "DATABASE_URL": scratch.app_url,
             "REDIS_URL": stack.env["REDIS_URL"],
             "AUTH_ADDR": stack.addr("auth"),
+            "KEK_DIR": str(shared_kek_dir()),
             **BASE_ENV,
             **env,
         }

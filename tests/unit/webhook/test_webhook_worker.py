@@ -13,21 +13,31 @@ from prometheus_client import REGISTRY
 
 from services.webhook.events import NewEvent
 from services.webhook.policy import AttemptResult, AttemptStatus, Outcome, RetryPolicy
-from services.webhook.worker import Attempted, Claim, DeliveryWorker, Job, QueueStats, Recorded
+from services.webhook.worker import (
+    UNSIGNABLE,
+    Attempted,
+    Claim,
+    DeliveryWorker,
+    Job,
+    QueueStats,
+    Recorded,
+)
 
 from .support import TENANT
 
 _ids = itertools.count()
 
 
-def job_for(claim: Claim, *, enabled: bool = True, ordered: bool = False) -> Job:
+def job_for(
+    claim: Claim, *, enabled: bool = True, ordered: bool = False, signable: bool = True
+) -> Job:
     return Job(
         claim=claim,
         webhook_id="w-1",
         url="https://hooks.example.com/",
         enabled=enabled,
         ordered=ordered,
-        secrets=("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",),
+        secrets=("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",) if signable else (),
         failing_since=None,
         event_id=f"evt_{claim.delivery_id}",
         event_type="lattice.created",
@@ -196,6 +206,21 @@ async def test_a_failure_schedules_the_retry_and_a_410_disables() -> None:
     assert gone.disabled is not None
     assert gone.disabled.type == "webhook.disabled"
     assert sample("catalytic_webhook_endpoints_disabled_total", reason="gone") == before + 1
+
+
+async def test_an_attempt_whose_secret_would_not_open_fails_without_being_sent() -> None:
+    """The store found the secret unopenable (its KEK is gone): never sent unsigned, retried."""
+    queue, sender = FakeQueue(), FakeSender()
+    queue.add(signable=False)
+    running = worker(queue, sender)
+    running.start()
+    await until(lambda: len(queue.records) == 1)
+    await running.stop(1)
+
+    [failed] = queue.records
+    assert sender.sent == []
+    assert failed.result == AttemptResult(0, UNSIGNABLE)
+    assert failed.outcome == Outcome(AttemptStatus.FAILED, retry_in_s=5)
 
 
 async def test_disabled_endpoints_pause_and_limited_ones_defer() -> None:
