@@ -1,4 +1,4 @@
-# The one entry point. CI runs `make test`; a developer runs the same targets.
+# The one entry point. CI runs `make test`, then `make perf-check`; a developer runs the same targets.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -186,6 +186,22 @@ bench: protos $(VENV)/.bench-installed ## run the engine benchmarks against igra
 loadtest: protos ## bounded loopback load tests; writes ghz-format JSON reports
 	$(PY) -m loadtest $(LOADTEST_ARGS)
 
+# The regression gate (perf/README.md, ADR 61): ratios measured in one run against
+# perf/baselines.json, within 3 minutes on the 2-CPU reference machine; `.ci/run` runs it after
+# `make test`. Each run appends a line to perf/history.jsonl (PERF_HISTORY=<path>: elsewhere).
+PERF_ARGS ?=
+.PHONY: perf-check
+perf-check: system-deps protos $(VENV)/.bench-installed ## performance regression gate: engine vs peers, REST vs ceiling, webhooks; fails naming each regression
+	@$(PY) -m perf check $(PERF_ARGS)
+
+.PHONY: perf-baseline
+perf-baseline: system-deps protos $(VENV)/.bench-installed ## re-measure perf/baselines.json: 5 runs, median and tolerance from their spread (PERF_ARGS="--only NAME")
+	@$(PY) -m perf baseline $(PERF_ARGS)
+
+.PHONY: perf-report
+perf-report: venv ## draw the trend of each ratio in perf/history.jsonl into docs/img/perf-trend.png
+	@$(PY) -m perf report
+
 # ---------------------------------------------------------------- API documents
 .PHONY: openapi
 openapi: protos ## regenerate docs/api/openapi.json and the generated parts of docs/api/*.md (committed; tests check drift)
@@ -202,7 +218,7 @@ fuzz: system-deps protos ## schemathesis on every operation of /openapi.json thr
 lint: protos $(BUF) ## ruff (with the S security rules), mypy (strict on services/), the migration lint, buf lint and breaking, pip-audit
 	@$(BIN)/ruff check .
 	@$(BIN)/ruff format --check .
-	@$(BIN)/mypy services devstack gateway deploy
+	@$(BIN)/mypy services devstack gateway deploy perf
 	@$(PY) -m services.common.migration_lint check migrations
 	@$(BUF) lint
 	@bash scripts/buf-breaking.sh

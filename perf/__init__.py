@@ -1,0 +1,1 @@
+"""The performance regression gate: ratios measured in one run against committed baselines."""

@@ -1,0 +1,102 @@
+"""The gate's files: committed baselines (perf/baselines.json) and the run history (JSON lines)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from perf.model import Baseline
+
+HERE = Path(__file__).resolve().parent
+BASELINES = HERE / "baselines.json"
+# Committed, so that `make perf-report` draws the same picture for everyone; PERF_HISTORY
+# points a machine whose clone is thrown away (CI) at a file that persists.
+HISTORY = HERE / "history.jsonl"
+
+# The tolerance rule (`make perf-baseline`): twice the largest deviation of one run's figure
+# from the median of the runs, rounded up to 5 points, at least MIN_TOLERANCE. A benchmark
+# that needs more than MAX_TOLERANCE cannot see a 2x slowdown (a ratio that halves), so it is
+# refused rather than recorded.
+SAFETY_FACTOR = 2.0
+STEP = 0.05
+MIN_TOLERANCE = 0.10
+MAX_TOLERANCE = 0.40
+
+
+class TooNoisy(ValueError):
+    """The runs spread too widely for a tolerance that would still catch a 2x regression."""
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A baseline with the evidence behind it: each run's figure and when and where."""
+
+    baseline: Baseline
+    runs: tuple[float, ...]
+    spread: float
+    where: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "value": round(self.baseline.value, 6),
+            "tolerance": self.baseline.tolerance,
+            "spread": round(self.spread, 4),
+            "runs": [round(r, 6) for r in self.runs],
+            "recorded": self.where,
+        }
+
+
+def tolerance_for(spread: float) -> float:
+    """The tolerance the rule gives a measured spread; TooNoisy above MAX_TOLERANCE."""
+    wanted = max(MIN_TOLERANCE, math.ceil(round(SAFETY_FACTOR * spread / STEP, 6)) * STEP)
+    if wanted > MAX_TOLERANCE:
+        raise TooNoisy(
+            f"runs spread by {spread:.1%}: a tolerance of {wanted:.0%} would not catch a 2x"
+            f" regression (at most {MAX_TOLERANCE:.0%})"
+        )
+    return round(wanted, 2)
+
+
+def record(runs: Sequence[float], where: str) -> Recorded:
+    """A baseline from several runs' figures: their median, and the rule's tolerance."""
+    if not runs:
+        raise ValueError("a baseline needs at least one run")
+    value = statistics.median(runs)
+    spread = max(abs(r / value - 1) for r in runs)
+    return Recorded(Baseline(value, tolerance_for(spread)), tuple(runs), spread, where)
+
+
+def load_baselines(path: Path = BASELINES) -> dict[str, Baseline]:
+    if not path.exists():
+        return {}
+    data = json.loads(path.read_text())
+    return {name: Baseline(e["value"], e["tolerance"]) for name, e in data.items()}
+
+
+def save_baselines(recorded: Mapping[str, Recorded], path: Path = BASELINES) -> None:
+    """Replaces the named entries and keeps the others."""
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data.update({name: r.to_json() for name, r in recorded.items()})
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def history_path() -> Path:
+    return Path(os.environ.get("PERF_HISTORY") or HISTORY)
+
+
+def append_history(entry: Mapping[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n")
+
+
+def read_history(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

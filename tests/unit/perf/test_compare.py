@@ -1,0 +1,118 @@
+"""The gate's judgement: direction, tolerance edges, the message, and the tolerance rule."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from perf.model import Baseline, Direction, Measurement, Verdict, paired_ratios
+from perf.store import TooNoisy, load_baselines, record, save_baselines, tolerance_for
+
+
+def verdict(direction: Direction, figure: float, value: float = 0.5, tolerance: float = 0.25):
+    return Verdict("bench-x", "a ÷ b", direction, Baseline(value, tolerance), figure)
+
+
+@pytest.mark.parametrize(
+    ("figure", "passed"),
+    [(0.5, True), (0.625, True), (0.6251, False), (1.0, False), (0.1, True)],
+)
+def test_lower_is_better_fails_above_baseline_plus_tolerance(figure: float, passed: bool) -> None:
+    assert verdict(Direction.LOWER, figure).passed is passed
+
+
+@pytest.mark.parametrize(
+    ("figure", "passed"),
+    [(0.5, True), (0.375, True), (0.3749, False), (0.1, False), (2.0, True)],
+)
+def test_higher_is_better_fails_below_baseline_minus_tolerance(figure: float, passed: bool) -> None:
+    assert verdict(Direction.HIGHER, figure).passed is passed
+
+
+def test_zero_tolerance_passes_the_baseline_itself_only_or_better() -> None:
+    assert verdict(Direction.LOWER, 0.5, tolerance=0.0).passed
+    assert not verdict(Direction.LOWER, 0.5000001, tolerance=0.0).passed
+    assert verdict(Direction.HIGHER, 0.6, tolerance=0.0).passed
+
+
+def test_improvement_beyond_the_tolerance_is_flagged_not_failed() -> None:
+    lower = verdict(Direction.LOWER, 0.3)
+    higher = verdict(Direction.HIGHER, 0.7)
+    assert lower.passed
+    assert lower.improved
+    assert higher.passed
+    assert higher.improved
+    assert not verdict(Direction.LOWER, 0.4).improved
+
+
+def test_the_failure_message_names_benchmark_baseline_tolerance_and_new_figure() -> None:
+    message = verdict(Direction.LOWER, 0.9).message()
+    assert message.startswith("REGRESSION bench-x:")
+    assert "new figure 0.9," in message
+    assert "baseline 0.5," in message
+    assert "tolerance 25%" in message
+    assert "fails above 0.625" in message
+    assert "80.0% worse" in message
+    assert "a ÷ b" in message
+
+
+def test_a_benchmark_without_baseline_fails_and_says_how_to_record_one() -> None:
+    v = Verdict("bench-new", "a ÷ b", Direction.HIGHER, None, 1.5)
+    assert not v.passed
+    assert "make perf-baseline PERF_ARGS='--only bench-new'" in v.message()
+
+
+@pytest.mark.parametrize(("value", "tolerance"), [(0.0, 0.1), (1.0, 1.0), (1.0, -0.1)])
+def test_a_baseline_is_positive_and_its_tolerance_a_fraction(value, tolerance) -> None:
+    with pytest.raises(ValueError, match=r"baseline must be finite|tolerance is a fraction"):
+        Baseline(value, tolerance)
+
+
+def test_the_figure_is_the_median_of_positive_samples() -> None:
+    assert Measurement((3.0, 1.0, 2.0)).figure == 2.0
+    for bad in ((), (0.0,), (float("inf"),)):
+        with pytest.raises(ValueError, match=r"at least one sample|finite and positive"):
+            Measurement(bad)
+
+
+def test_pairs_alternate_which_side_runs_first() -> None:
+    calls: list[str] = []
+
+    def side(name: str, seconds: float):
+        def run() -> float:
+            calls.append(name)
+            return seconds
+
+        return run
+
+    assert paired_ratios(side("a", 2.0), side("b", 4.0), 3) == (0.5, 0.5, 0.5)
+    assert calls == ["a", "b", "b", "a", "a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("spread", "tolerance"),
+    [(0.0, 0.10), (0.03, 0.10), (0.05, 0.10), (0.051, 0.15), (0.08, 0.20), (0.10, 0.20),
+     (0.20, 0.40)],
+)  # fmt: skip
+def test_tolerance_is_twice_the_spread_rounded_up_to_five_points(spread, tolerance) -> None:
+    assert tolerance_for(spread) == tolerance
+
+
+def test_a_spread_too_wide_to_catch_a_2x_regression_is_refused() -> None:
+    with pytest.raises(TooNoisy):
+        tolerance_for(0.21)
+
+
+def test_record_takes_the_median_and_the_largest_deviation() -> None:
+    r = record([1.0, 1.1, 0.9, 1.05, 0.95], "here")
+    assert r.baseline == Baseline(1.0, 0.2)
+    assert r.spread == pytest.approx(0.1)
+
+
+def test_saving_replaces_named_entries_and_keeps_the_others(tmp_path) -> None:
+    path = tmp_path / "baselines.json"
+    save_baselines({"a": record([1.0], "x"), "b": record([2.0], "x")}, path)
+    save_baselines({"b": record([3.0, 3.3], "y")}, path)
+    assert load_baselines(path) == {"a": Baseline(1.0, 0.1), "b": Baseline(3.15, 0.1)}
+    assert json.loads(path.read_text())["b"]["recorded"] == "y"
