@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "baseline":
         if args.runs < 1:
             parser.error("--runs must be at least 1")
-        return baseline(selected, args.runs, BASELINES)
+        return baseline(selected, args.runs, BASELINES, history=history_path())
     try:
         plant = parse_plant(os.environ.get(PLANT_VARIABLE, ""), names)
     except ValueError as exc:

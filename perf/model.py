@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import math
 import statistics
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -26,22 +26,27 @@ class Direction(enum.Enum):
 
 @dataclass(frozen=True)
 class Measurement:
-    """One ratio per repeat (the figure is their median) and the raw figures behind them."""
+    """The judged figure, the ratio of each repeat's pair (the spread the history shows), and
+    the raw figures behind them."""
 
+    figure: float
     samples: tuple[float, ...]
-    # Medians of what was divided (e.g. "ours_ms", "peer_ms", "get_rps"): for the log and the
-    # history, never judged. Absolute figures on a shared machine say more about the machine.
+    # What was divided (e.g. "ours_ms", "get_cpu_ms", "get_rps"): for the log and the history,
+    # never judged. Absolute figures on a shared machine say more about the machine.
     details: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.samples:
             raise ValueError("a measurement needs at least one sample")
-        if not all(math.isfinite(s) and s > 0 for s in self.samples):
-            raise ValueError(f"ratios must be finite and positive, got {self.samples}")
+        if not all(math.isfinite(s) and s > 0 for s in (self.figure, *self.samples)):
+            raise ValueError(f"ratios must be finite and positive, got {self}")
 
-    @property
-    def figure(self) -> float:
-        return statistics.median(self.samples)
+    @classmethod
+    def median_of(
+        cls, samples: Sequence[float], details: Mapping[str, float] | None = None
+    ) -> Measurement:
+        """The figure is the median of the pairs' ratios."""
+        return cls(statistics.median(samples), tuple(samples), details or {})
 
 
 class Context(Protocol):

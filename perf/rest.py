@@ -125,7 +125,7 @@ class RestVsCeiling:
                     ceilings.append(
                         await burst(url, CEILING_PATH, None, self.connections, self.seconds)
                     )
-        return Measurement(
+        return Measurement.median_of(
             tuple(
                 c.cpu_per_request_ms / g.cpu_per_request_ms
                 for g, c in zip(gets, ceilings, strict=True)

@@ -159,6 +159,44 @@ def machine() -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Run:
+    """One pass over the benchmarks, with when, how long and how busy the machine was."""
+
+    date: str
+    results: Mapping[str, Measurement]
+    elapsed_s: float
+    load_before: list[float]
+    load_after: list[float]
+
+    def history_entry(self, kind: str, passed: bool | None) -> dict[str, Any]:
+        """The history line (perf/README.md, "History and the dashboard")."""
+        return {
+            "date": self.date,
+            "kind": kind,
+            "machine": machine(),
+            "load_average": {"before": self.load_before, "after": self.load_after},
+            "elapsed_s": round(self.elapsed_s, 1),
+            "ratios": {
+                name: {
+                    "figure": round(m.figure, 6),
+                    "samples": [round(s, 6) for s in m.samples],
+                    "details": {k: round(v, 3) for k, v in m.details.items()},
+                }
+                for name, m in self.results.items()
+            },
+            "passed": passed,
+        }
+
+
+def run_once(benchmarks: Sequence[Benchmark], plant: Mapping[str, int], progress: Progress) -> Run:
+    date = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    started = time.monotonic()
+    load_before = list(os.getloadavg())
+    results = measure_all(benchmarks, plant, progress)
+    return Run(date, results, time.monotonic() - started, load_before, list(os.getloadavg()))
+
+
 def check(
     benchmarks: Sequence[Benchmark],
     baselines: Mapping[str, Baseline],
@@ -170,12 +208,8 @@ def check(
 ) -> int:
     """Measures, judges against the baselines, prints the verdicts and appends the history
     line (not for a planted run). 0 when every benchmark is within its tolerance, else 1."""
-    progress = progress or Progress()
-    date = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    load_before = list(os.getloadavg())
-    results = measure_all(benchmarks, plant, progress)
-    verdicts = [judge(b, baselines.get(b.name), results[b.name]) for b in benchmarks]
-    elapsed = progress.elapsed()
+    run = run_once(benchmarks, plant, progress or Progress())
+    verdicts = [judge(b, baselines.get(b.name), run.results[b.name]) for b in benchmarks]
     print(file=out)
     print("perf-check: each figure is the median of its samples", file=out)
     for v in verdicts:
@@ -186,29 +220,14 @@ def check(
                 " record it with `make perf-baseline`",
                 file=out,
             )
-    over = " — OVER BUDGET" if elapsed > BUDGET_S else ""
-    print(f"perf-check: measured in {elapsed:.0f} s (budget {BUDGET_S:.0f} s){over}", file=out)
+    over = " — OVER BUDGET" if run.elapsed_s > BUDGET_S else ""
+    print(
+        f"perf-check: measured in {run.elapsed_s:.0f} s (budget {BUDGET_S:.0f} s){over}", file=out
+    )
     if plant:
         print(f"perf-check: planted regression {dict(plant)}: no history written", file=out)
     elif history is not None:
-        append_history(
-            {
-                "date": date,
-                "machine": machine(),
-                "load_average": {"before": load_before, "after": list(os.getloadavg())},
-                "elapsed_s": round(elapsed, 1),
-                "ratios": {
-                    name: {
-                        "figure": round(m.figure, 6),
-                        "samples": [round(s, 6) for s in m.samples],
-                        "details": {k: round(v, 3) for k, v in m.details.items()},
-                    }
-                    for name, m in results.items()
-                },
-                "passed": all(v.passed for v in verdicts),
-            },
-            history,
-        )
+        append_history(run.history_entry("check", all(v.passed for v in verdicts)), history)
         print(f"perf-check: appended this run to {history}", file=out)
     failed = [v for v in verdicts if not v.passed]
     for v in failed:
@@ -221,18 +240,24 @@ def baseline(
     runs: int,
     path: Path,
     *,
+    history: Path | None,
     out: TextIO = sys.stdout,
     progress: Progress | None = None,
 ) -> int:
     """Measures the benchmarks `runs` times, each run with a fresh stack as `make perf-check`
-    has, and records each one's median and the rule's tolerance (perf/store.py) in `path`.
-    1, recording nothing, when a benchmark spreads too widely to gate."""
+    has, appends each run to the history, and records each benchmark's median and the rule's
+    tolerance (perf/store.py) in `path`. 1, recording nothing, when a benchmark spreads too
+    widely to gate."""
     progress = progress or Progress()
     figures: dict[str, list[float]] = {b.name: [] for b in benchmarks}
     for n in range(runs):
         progress(f"run {n + 1} of {runs}")
-        for name, m in measure_all(benchmarks, {}, progress).items():
+        run = run_once(benchmarks, {}, progress)
+        progress(f"run {n + 1} of {runs} took {run.elapsed_s:.0f} s")
+        for name, m in run.results.items():
             figures[name].append(m.figure)
+        if history is not None:
+            append_history(run.history_entry("baseline", None), history)
     info = machine()
     where = (
         f"{datetime.datetime.now(datetime.UTC).date().isoformat()}, {info['git']},"

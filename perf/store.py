@@ -25,7 +25,7 @@ HISTORY = HERE / "history.jsonl"
 # refused rather than recorded.
 SAFETY_FACTOR = 2.0
 STEP = 0.05
-MIN_TOLERANCE = 0.10
+MIN_TOLERANCE = 0.15
 MAX_TOLERANCE = 0.40
 
 
