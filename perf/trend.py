@@ -17,8 +17,8 @@ def draw(
     benchmarks: Sequence[Benchmark],
     baselines: Mapping[str, Baseline],
 ) -> bytes:
-    """PNG bytes: per benchmark, each run's figure (the bar: its samples' range) in order,
-    the baseline and the band its tolerance allows; a run beyond the limit in red."""
+    """PNG bytes: per benchmark, each run's figure in order (the bar: the range of its pairs'
+    ratios), the baseline and the band its tolerance allows; a run beyond the limit in red."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -28,11 +28,16 @@ def draw(
         len(benchmarks), 1, figsize=(9, 2.3 * len(benchmarks)), squeeze=False
     )
     for ax, benchmark in zip(axes[:, 0], benchmarks, strict=True):
-        xs, ys, lows, highs = [], [], [], []
-        for i, entry in enumerate(history):
+        xs: list[int] = []
+        ys: list[float] = []
+        lows: list[float] = []
+        highs: list[float] = []
+        dates: list[str] = []
+        for entry in history:
             ratio = entry["ratios"].get(benchmark.name)
             if ratio is not None:
-                xs.append(i)
+                xs.append(len(xs))
+                dates.append(entry["date"][5:16].replace("T", " "))
                 ys.append(ratio["figure"])
                 lows.append(ratio["figure"] - min(ratio["samples"]))
                 highs.append(max(ratio["samples"]) - ratio["figure"])
@@ -58,13 +63,18 @@ def draw(
             ax.errorbar(xs, ys, yerr=[lows, highs], fmt="none", ecolor="0.6", linewidth=0.8)
             ax.scatter(xs, ys, c=colours, s=14, zorder=3)
             ticks = sorted({xs[0], xs[len(xs) // 2], xs[-1]})
-            ax.set_xticks(ticks, [history[i]["date"][:10] for i in ticks])
+            ax.set_xticks(ticks, [dates[i] for i in ticks])
         else:
             ax.text(0.5, 0.5, "no runs yet", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(f"{benchmark.name} ({benchmark.direction.text})", fontsize=10, loc="left")
         ax.tick_params(labelsize=8)
-        ax.legend(fontsize=7, loc="upper left")
-    axes[-1, 0].set_xlabel("run (perf/history.jsonl, oldest first)", fontsize=8)
+        if baseline is not None:
+            ax.legend(fontsize=7, loc="upper left")
+    axes[-1, 0].set_xlabel(
+        "runs of the benchmark in perf/history.jsonl, oldest first (UTC); bars: the range of"
+        " the run's pairs",
+        fontsize=8,
+    )
     figure.tight_layout()
     buffer = io.BytesIO()
     # No timestamp or version in the file: the same history draws the same bytes.
