@@ -45,12 +45,17 @@ class IntegrityError(KekError):
 def new_kek_id(existing: Iterable[str] = ()) -> str:
     """A fresh id that sorts after every id in `existing` (so it becomes current)."""
     latest = max(existing, default="")
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    for _ in range(_ID_ATTEMPTS):
-        # Made in the same second as the latest, a random suffix sorts after it half the time.
-        kek_id = f"{KEK_ID_PREFIX}{stamp}-{secrets.token_hex(4)}"
-        if kek_id > latest:
-            return kek_id
+    for second_try in (False, True):
+        if second_try:
+            # Made in the same second as the latest, a random suffix may sort before it however
+            # often we draw (the latest's suffix may be near ffffffff): the next second's stamp
+            # sorts after it whatever the suffix.
+            time.sleep(1.0 - time.time() % 1.0 + 0.01)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        for _ in range(_ID_ATTEMPTS):
+            kek_id = f"{KEK_ID_PREFIX}{stamp}-{secrets.token_hex(4)}"
+            if kek_id > latest:
+                return kek_id
     raise KekError(f"a new key-encryption key id would sort before {latest}; check the clock")
 
 
