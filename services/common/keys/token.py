@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from services.common.config import ConfigError, env_str
 
@@ -43,3 +44,21 @@ class Pkcs11Settings:
     def describe(self) -> str:
         """Which token, for messages (never the PIN)."""
         return f"PKCS#11 token {self.token_label!r} ({self.module})"
+
+    def open_session(self) -> Any:
+        """A read-write session on the token, logged in as its user.
+
+        Raises what python-pkcs11 raises (PKCS11Error, or RuntimeError/OSError when the module
+        cannot be loaded); callers say which keys they wanted.
+        """
+        # Imported here: the file providers (development) need no PKCS#11 library loaded.
+        import pkcs11
+        from pkcs11.exceptions import UserAlreadyLoggedIn
+
+        token = pkcs11.lib(self.module).get_token(token_label=self.token_label)
+        try:
+            return token.open(user_pin=self.pin, rw=True)
+        except UserAlreadyLoggedIn:
+            # The log-in belongs to the process, not to a session (PKCS#11 v2.40 §5.6): another
+            # session of ours is logged in already, and a new one shares its state.
+            return token.open(rw=True)
