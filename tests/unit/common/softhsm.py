@@ -3,7 +3,8 @@
 A PKCS#11 library reads its configuration once, when first loaded into a process, and sees
 only the tokens that existed then; so every test of this process shares one token, created in
 a temporary directory (through SOFTHSM2_CONF) before anything loads the library. Tests remove
-the KEKs they made (`clear_keks`). `make test` installs SoftHSM2 (scripts/install-system-deps.sh).
+the KEKs (`clear_keks`) and JWT signing keys (`clear_signing_keys`) they made. `make test`
+installs SoftHSM2 (scripts/install-system-deps.sh).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from services.common.keys.hsm import Pkcs11KekRing
+from services.common.keys.token import Pkcs11Settings
 
 # Debian's libsofthsm2 installs the module in both places (one a link to the other).
 MODULES = (
@@ -50,6 +52,15 @@ class Token:
             "PKCS11_TOKEN_LABEL": self.label,
             "PKCS11_PIN": self.pin,
         }
+
+    def signing_env(self) -> dict[str, str]:
+        """What the auth service or its admin command line needs for JWT signing keys here."""
+        env = self.env()
+        del env["KEK_PROVIDER"]
+        return {**env, "JWT_KEY_PROVIDER": "pkcs11"}
+
+    def settings(self) -> Pkcs11Settings:
+        return Pkcs11Settings(self.module, self.label, self.pin)
 
     def ring(self) -> Pkcs11KekRing:
         return Pkcs11KekRing(self.module, self.label, self.pin)
@@ -92,5 +103,18 @@ def clear_keks(token: Token) -> None:
     try:
         for kek_id in ring.ids():
             ring.destroy(kek_id)
+    finally:
+        ring.close()
+
+
+def clear_signing_keys(token: Token) -> None:
+    """Destroys every JWT signing key pair on the token (auth's ring starts empty)."""
+    # Imported here: KEK tests need no auth code.
+    from services.auth.hsm_keys import Pkcs11KeyRing
+
+    ring = Pkcs11KeyRing(token.settings())
+    try:
+        for kid in ring.kids():
+            ring.destroy(kid)
     finally:
         ring.close()
