@@ -37,11 +37,11 @@ from pkcs11.exceptions import (
 from pkcs11.util.ec import encode_named_curve_parameters
 
 from services.auth.signing import (
+    KID_PATTERN,
     KID_PREFIX,
     SIGNATURE_BYTES,
     SigningKeyError,
     UnknownSigningKey,
-    check_kid,
     new_kid,
     public_jwk,
 )
@@ -108,8 +108,11 @@ class Pkcs11KeyRing:
         self._lock = threading.Lock()
         self._session: Any = None
         self._pairs: dict[str, _Pair] = {}
-        with self._lock:
-            self._open()
+        try:
+            self._open()  # no lock yet: no other thread can see the ring
+        except BaseException:
+            self.close()
+            raise
 
     def describe(self) -> str:
         return self._settings.describe()
@@ -140,13 +143,15 @@ class Pkcs11KeyRing:
             ):
                 kid = private.label or ""
                 if kid.startswith(KID_PREFIX):
-                    pairs[check_kid(kid)] = self._pair(kid, private, publics.get(kid))
+                    pairs[kid] = self._pair(kid, private, publics.get(kid))
         except PKCS11Error as exc:
             raise SigningKeyError(f"cannot list the token's keys: {exc!r}") from exc
         self._pairs = pairs
 
     @staticmethod
     def _pair(kid: str, private: Any, public: Any) -> _Pair:
+        if not KID_PATTERN.fullmatch(kid):
+            raise SigningKeyError(f"the token holds a key labelled {kid!r}, not a kid of ours")
         if public is None:
             raise SigningKeyError(f"signing key {kid} has no public key on the token to publish")
         if public[Attribute.EC_PARAMS] != _EC_PARAMS:
@@ -228,7 +233,7 @@ class Pkcs11KeyRing:
 
     def destroy(self, kid: str) -> None:
         with self._lock:
-            pair = self._pairs.get(check_kid(kid))
+            pair = self._pairs.get(kid)
             if pair is None:
                 raise UnknownSigningKey(kid)
             try:

@@ -19,7 +19,6 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from services.auth.signing import (
     COORDINATE_BYTES,
     UnknownSigningKey,
-    check_kid,
     new_kid,
     public_jwk,
 )
@@ -113,11 +112,10 @@ class KeyRing:
         return kid
 
     def destroy(self, kid: str) -> None:
-        path = self.directory / f"{check_kid(kid)}{SUFFIX}"
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            raise UnknownSigningKey(kid) from None
+        # Only a kid found in the directory names a file: nothing outside it can be deleted.
+        if kid not in self._by_kid:
+            raise UnknownSigningKey(kid)
+        (self.directory / f"{kid}{SUFFIX}").unlink(missing_ok=True)
         self._reload()
 
     def describe(self) -> str:

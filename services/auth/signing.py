@@ -50,13 +50,6 @@ def new_kid(existing: Iterable[str] = ()) -> str:
         ) from None
 
 
-def check_kid(kid: str) -> str:
-    """The kid, or ValueError when it could not be a file name and label of ours."""
-    if not KID_PATTERN.fullmatch(kid):
-        raise ValueError(f"{kid!r} is not a signing key id")
-    return kid
-
-
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 

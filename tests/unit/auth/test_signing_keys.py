@@ -211,6 +211,16 @@ def test_hsm_private_keys_are_sensitive_and_never_extractable(hsm: Pkcs11KeyRing
         private[Attribute.VALUE]
 
 
+def test_a_key_pair_the_ring_cannot_publish_fails_by_name(hsm: Pkcs11KeyRing) -> None:
+    from pkcs11 import Attribute, ObjectClass
+
+    kid = hsm.create()
+    [public] = hsm._session.get_objects({Attribute.CLASS: ObjectClass.PUBLIC_KEY})
+    public.destroy()
+    with pytest.raises(SigningKeyError, match=f"{kid} has no public key"):
+        hsm.refresh()
+
+
 def test_an_empty_token_says_how_to_make_a_key(hsm: Pkcs11KeyRing) -> None:
     assert hsm.kids() == ()
     with pytest.raises(SigningKeyError, match="rotate-key"):
