@@ -131,16 +131,21 @@ class Pkcs11KeyRing:
 
     def _load(self) -> None:
         try:
-            publics = {
-                key.label: key
-                for key in self._session.get_objects(
+            # Each search is read to its end before any attribute is: a token may allow no other
+            # call on the session while a search is open.
+            found_publics = list(
+                self._session.get_objects(
                     {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.KEY_TYPE: KeyType.EC}
                 )
-            }
+            )
+            found_privates = list(
+                self._session.get_objects(
+                    {Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.KEY_TYPE: KeyType.EC}
+                )
+            )
+            publics = {key.label: key for key in found_publics}
             pairs: dict[str, _Pair] = {}
-            for private in self._session.get_objects(
-                {Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.KEY_TYPE: KeyType.EC}
-            ):
+            for private in found_privates:
                 kid = private.label or ""
                 if kid.startswith(KID_PREFIX):
                     pairs[kid] = self._pair(kid, private, publics.get(kid))
