@@ -54,7 +54,8 @@ class Stack:
     """Starts the real stack as child processes under `run_dir`; stops it in reverse order.
 
     With database_url / redis_url left as None the stack runs its own PostgreSQL / Redis under
-    run_dir; otherwise it uses the given servers and starts none.
+    run_dir; otherwise it uses the given servers and starts none. `postgres_settings` go on its
+    own PostgreSQL's command line (`-c name=value`).
     """
 
     def __init__(
@@ -72,6 +73,7 @@ class Stack:
         extra_env: Mapping[str, str] | None = None,
         backups: bool = False,
         backup_repo: Path | None = None,
+        postgres_settings: Mapping[str, str] | None = None,
         log: Callable[[str], None] = print,
     ) -> None:
         self.run_dir = Path(run_dir if run_dir is not None else REPO_ROOT / ".run").resolve()
@@ -81,7 +83,9 @@ class Stack:
 
         self.postgres: Postgres | None = None
         if database_url is None:
-            self.postgres = Postgres(self.run_dir, self.ports.postgres, fast=fast_postgres)
+            self.postgres = Postgres(
+                self.run_dir, self.ports.postgres, fast=fast_postgres, settings=postgres_settings
+            )
             database_url, database_admin_url = self.postgres.app_url, self.postgres.admin_url
         # pgBackRest: WAL archiving from the first start, a full backup when there is none.
         self.backups: Backups | None = None
