@@ -9,6 +9,7 @@ stack gets it with `Stack(..., postgres_settings=pgstats.SETTINGS)`, then
     rows = pgstats.read(stack.database_admin_url)
     print("\\n".join(pgstats.format_table(rows)))
     worst = pgstats.worst(rows)                # the statement with the highest p95 bound
+    overall = pgstats.overall_p95_bound_ms(rows)  # >= the p95 of all their calls together
 
 pg_stat_statements keeps count, mean, standard deviation, minimum and maximum per statement,
 not a histogram, so a p95 is derived, two ways (ADR 60):
@@ -132,6 +133,39 @@ def worst(statements: Sequence[Statement], *, min_calls: int = 20) -> Statement 
     (a statement run a handful of times says little about a p95)."""
     frequent = [s for s in statements if s.calls >= min_calls]
     return max(frequent, key=lambda s: s.p95_bound_ms, default=None)
+
+
+def share_above(statements: Sequence[Statement], threshold_ms: float) -> float:
+    """An upper bound on the share of all calls (of every statement) slower than
+    `threshold_ms`: each statement's share by Cantelli's inequality, 0 past its maximum."""
+    calls = sum(s.calls for s in statements)
+    if not calls:
+        return 0.0
+    above = 0.0
+    for s in statements:
+        if threshold_ms >= s.max_ms:
+            continue
+        if threshold_ms <= s.mean_ms or s.stddev_ms == 0:
+            above += s.calls
+            continue
+        k = (threshold_ms - s.mean_ms) / s.stddev_ms
+        above += s.calls / (1 + k * k)
+    return above / calls
+
+
+def overall_p95_bound_ms(statements: Sequence[Statement]) -> float:
+    """A time that at least 95% of all the calls together took at most (share_above <= 5%),
+    found by bisection to within 1 microsecond."""
+    if not statements:
+        return 0.0
+    low, high = 0.0, max(s.max_ms for s in statements)
+    while high - low > 0.001:
+        middle = (low + high) / 2
+        if share_above(statements, middle) <= 0.05:
+            high = middle
+        else:
+            low = middle
+    return high
 
 
 def format_table(statements: Sequence[Statement], *, limit: int = 15) -> list[str]:
