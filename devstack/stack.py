@@ -266,6 +266,13 @@ class Stack:
         if wait_for_gateway:
             self.wait_for_gateway(timeout)
 
+    def restart_service(self, name: str, env: Mapping[str, str], timeout: float = 60.0) -> None:
+        """Stop one service, set variables in its environment (its own only, from now on),
+        start it again and wait as start_service does; e.g. DB_POOL_MAX for a pool-size run."""
+        self.services.stop(name)
+        self.services.set_env(name, env)
+        self.start_service(name, timeout)
+
     def wait_for_gateway(self, timeout: float = 60.0) -> None:
         """Until the gateway (when it runs) routes to every service: its /healthz says 200."""
         if self.envoy.running():
