@@ -51,7 +51,7 @@ NORMAL_Z95 = 1.6449
 _READ = """
 SELECT r.rolname AS role, s.query, s.calls, s.rows,
        s.total_exec_time, s.mean_exec_time, s.stddev_exec_time, s.min_exec_time,
-       s.max_exec_time, s.mean_plan_time
+       s.max_exec_time, s.mean_plan_time, s.min_plan_time, s.plans
 FROM pg_stat_statements s
 JOIN pg_roles r ON r.oid = s.userid
 JOIN pg_database d ON d.oid = s.dbid
@@ -74,6 +74,9 @@ class Statement:
     min_ms: float
     max_ms: float
     mean_plan_ms: float
+    min_plan_ms: float = 0.0
+    # How many of the calls were planned (the others ran a prepared statement's cached plan).
+    plans: int = 0
 
     @property
     def p95_bound_ms(self) -> float:
@@ -122,6 +125,8 @@ def read(
             min_ms=float(row[7]),
             max_ms=float(row[8]),
             mean_plan_ms=float(row[9] or 0.0),
+            min_plan_ms=float(row[10] or 0.0),
+            plans=int(row[11] or 0),
         )
         for row in rows
         if not wanted or row[0] in wanted
