@@ -21,9 +21,10 @@ BEGIN
     fixed_check := regexp_replace(
       regexp_replace(p.with_check, 'app_tenant_id\(\)', '(SELECT app_tenant_id())', 'g'),
       'app_lookup\(''(\w+)''::text\)', '(SELECT app_lookup(''\1''))', 'g');
+    -- format() writes NULL as an empty string: add each clause only where the policy has it.
     EXECUTE format('ALTER POLICY %I ON %I', p.policyname, p.tablename)
-      || coalesce(format(' USING (%s)', fixed_qual), '')
-      || coalesce(format(' WITH CHECK (%s)', fixed_check), '');
+      || CASE WHEN fixed_qual IS NULL THEN '' ELSE format(' USING (%s)', fixed_qual) END
+      || CASE WHEN fixed_check IS NULL THEN '' ELSE format(' WITH CHECK (%s)', fixed_check) END;
   END LOOP;
 END
 $$;
