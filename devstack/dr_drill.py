@@ -8,8 +8,9 @@ PostgreSQL with fsync on and WAL archived by pgBackRest):
 3. a writer creates a marker lattice through the public API every 100 ms and records the
    moment each one is acknowledged;
 4. the disaster: PostgreSQL is killed with SIGKILL and its data directory deleted;
-5. restore to the latest point (`pgbackrest restore`), start PostgreSQL; the services reconnect
-   by themselves; RTO runs until the API answers and the integrity checks pass;
+5. restore to the latest point (`pgbackrest restore`), start PostgreSQL, restart the services
+   (they would reconnect by themselves; the restart proves they start on what was restored);
+   RTO runs until the API answers and the integrity checks pass;
 6. integrity: every marker acknowledged before the disaster is there, or counted as lost (RPO:
    how long before the disaster the oldest lost one was acknowledged); the seeded fields'
    checksums match; row-level security is still FORCED on every table that had it; the outbox
@@ -291,6 +292,19 @@ def wait_for(what: str, check: Callable[[], bool], timeout_s: float) -> float:
     return time.monotonic() - start
 
 
+def restart_mesh(stack: Stack) -> float:
+    """The services restarted on the restored database (auth first: the others fetch its keys),
+    then the gateway routing to them again; seconds it took. They would reconnect by
+    themselves; the restart proves they also start cleanly on what was restored."""
+    start = time.monotonic()
+    for name in ("webhook", "lattice", "auth"):
+        stack.stop_service(name)
+    for name in ("auth", "lattice", "webhook"):
+        stack.start_service(name, wait_for_gateway=False)
+    stack.wait_for_gateway()
+    return time.monotonic() - start
+
+
 def api_answers(api: httpx.Client, tenant: Tenant) -> bool:
     try:
         reply = api.get("/v1/lattices", params={"page_size": 1}, headers=tenant.headers)
@@ -406,6 +420,7 @@ def run(settings: Settings, *, keep: bool = False) -> Figures:
         # 5. restore to the latest point
         restore_s = backups.restore()
         postgres.start()
+        restart_s = restart_mesh(stack)
         api_s = wait_for("the API answering", lambda: api_answers(api, writer_tenant), 300)
 
         # 6. integrity
@@ -444,7 +459,8 @@ def run(settings: Settings, *, keep: bool = False) -> Figures:
         )
         figures.add(
             "RTO (SIGKILL + data deleted → API verified, outbox resumed)",
-            f"{rto:.1f} s (restore {restore_s:.1f} s, API answering after {api_s:.1f} s)",
+            f"{rto:.1f} s (restore {restore_s:.1f} s, services restarted in {restart_s:.1f} s, "
+            f"API answering {api_s:.1f} s later)",
             f"≤ {RTO_TARGET_S:.0f} s",
             rto <= RTO_TARGET_S,
         )
