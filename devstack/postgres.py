@@ -8,6 +8,7 @@ import pwd
 import shutil
 import signal
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -71,10 +72,14 @@ class Postgres:
         *,
         fast: bool = False,
         archiving: ArchiveHook | None = None,
+        settings: Mapping[str, str] | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.port = port
         self.fast = fast
+        # Server settings for the command line (`-c name=value`), e.g. the load tests'
+        # shared_preload_libraries=pg_stat_statements (loadtest/pgstats.py).
+        self.settings = dict(settings or {})
         # WAL archiving (devstack/backup.py): prepared once the data directory's place is
         # known, its settings added to the server's command line.
         self.archiving = archiving
@@ -118,6 +123,8 @@ class Postgres:
             # Test clusters are thrown away: trade durability for speed.
             for setting in ("fsync=off", "synchronous_commit=off", "full_page_writes=off"):
                 argv += ["-c", setting]
+        for name, value in self.settings.items():
+            argv += ["-c", f"{name}={value}"]
         if self.archiving is not None:
             self.archiving.prepare()
             for setting in self.archiving.postgres_settings():

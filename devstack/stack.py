@@ -54,7 +54,8 @@ class Stack:
     """Starts the real stack as child processes under `run_dir`; stops it in reverse order.
 
     With database_url / redis_url left as None the stack runs its own PostgreSQL / Redis under
-    run_dir; otherwise it uses the given servers and starts none.
+    run_dir; otherwise it uses the given servers and starts none. `postgres_settings` go on its
+    own PostgreSQL's command line (`-c name=value`).
     """
 
     def __init__(
@@ -72,6 +73,7 @@ class Stack:
         extra_env: Mapping[str, str] | None = None,
         backups: bool = False,
         backup_repo: Path | None = None,
+        postgres_settings: Mapping[str, str] | None = None,
         log: Callable[[str], None] = print,
     ) -> None:
         self.run_dir = Path(run_dir if run_dir is not None else REPO_ROOT / ".run").resolve()
@@ -81,7 +83,9 @@ class Stack:
 
         self.postgres: Postgres | None = None
         if database_url is None:
-            self.postgres = Postgres(self.run_dir, self.ports.postgres, fast=fast_postgres)
+            self.postgres = Postgres(
+                self.run_dir, self.ports.postgres, fast=fast_postgres, settings=postgres_settings
+            )
             database_url, database_admin_url = self.postgres.app_url, self.postgres.admin_url
         # pgBackRest: WAL archiving from the first start, a full backup when there is none.
         self.backups: Backups | None = None
@@ -261,6 +265,13 @@ class Stack:
         self.services.wait_healthy(name, timeout=timeout)
         if wait_for_gateway:
             self.wait_for_gateway(timeout)
+
+    def restart_service(self, name: str, env: Mapping[str, str], timeout: float = 60.0) -> None:
+        """Stop one service, set variables in its environment (its own only, from now on),
+        start it again and wait as start_service does; e.g. DB_POOL_MAX for a pool-size run."""
+        self.services.stop(name)
+        self.services.set_env(name, env)
+        self.start_service(name, timeout)
 
     def wait_for_gateway(self, timeout: float = 60.0) -> None:
         """Until the gateway (when it runs) routes to every service: its /healthz says 200."""

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from loadtest import cpu
+from loadtest import cpu, pgstats
 
 PERCENTILES = (10, 25, 50, 75, 90, 95, 99)
 TARGET_RPS = 1500
@@ -52,6 +52,8 @@ class Result:
     errors: Counter[str] = field(default_factory=Counter)
     engine_ms: list[float] = field(default_factory=list)
     first_failure: str = ""
+    # The status that counts as success: "200" over HTTP, "OK" over gRPC (loadtest/grpc_direct.py).
+    ok: str = "200"
 
     @property
     def count(self) -> int:
@@ -69,7 +71,7 @@ class Result:
 
     @property
     def error_count(self) -> int:
-        bad = sum(n for code, n in self.statuses.items() if code != "200")
+        bad = sum(n for code, n in self.statuses.items() if code != self.ok)
         return bad + sum(self.errors.values())
 
     def ghz(self) -> dict:
@@ -141,11 +143,15 @@ class Conn:
         return status, body
 
 
-def raw_get(host: str, port: int, path: str, token: str | None) -> bytes:
-    lines = [f"GET {path} HTTP/1.1", f"Host: {host}:{port}", "Accept: application/json"]
+def raw_get(host: str, port: int, path: str, token: str | None, body: bytes | None = None) -> bytes:
+    """The bytes of a GET (or, with a JSON `body`, a POST) request."""
+    method = "GET" if body is None else "POST"
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", "Accept: application/json"]
     if token:
         lines.append(f"Authorization: Bearer {token}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+    if body is not None:
+        lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b"")
 
 
 async def drive(
@@ -157,11 +163,13 @@ async def drive(
     duration: float,
     engine_field: str | None = None,
     max_requests: int = 0,
+    body: bytes | None = None,
 ) -> Result:
-    """N workers, one keep-alive connection each, back to back until the deadline."""
+    """N workers, one keep-alive connection each, back to back until the deadline; a POST of
+    `body` when one is given."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    raw = raw_get(host, port, path, token)
+    raw = raw_get(host, port, path, token, body)
     result = Result(name, time.time())
     conns = [Conn(host, port) for _ in range(connections)]
     await asyncio.gather(*(c.open() for c in conns))
@@ -391,6 +399,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--path-connections", type=int, default=1)
     parser.add_argument("--path-duration", type=float, default=15.0)
     parser.add_argument("--path-requests", type=int, default=100)
+    parser.add_argument(
+        "--pg-stats",
+        action="store_true",
+        help="load pg_stat_statements and print the services' query times over the scenarios",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.connections <= 1024 or not 0 < args.duration <= 300:
         parser.error("bounded: 1..1024 connections, 0..300 s")
@@ -402,7 +415,12 @@ def main(argv: list[str] | None = None) -> int:
         os.chmod(tmp, 0o755)  # noqa: S103 - PostgreSQL may run as another account
         log = (lambda line: None) if os.environ.get("LOADTEST_QUIET") else print
         with Stack(
-            tmp, StackPorts.free(), fast_postgres=True, extra_env=STACK_ENV, log=log
+            tmp,
+            StackPorts.free(),
+            fast_postgres=True,
+            extra_env=STACK_ENV,
+            postgres_settings=pgstats.SETTINGS if args.pg_stats else None,
+            log=log,
         ) as stack:
             url = stack.gateway_url
             with httpx.Client(base_url=url, timeout=120) as client:
@@ -410,8 +428,13 @@ def main(argv: list[str] | None = None) -> int:
                 ids = {"get": create_lattice(client, token, 10, 0.0)}
                 if not args.no_path:
                     ids["path"] = create_path_lattice(client, token, args.path_size)
+            if args.pg_stats:
+                # After the set-up: the figures are those of the measured scenarios.
+                pgstats.enable(stack.database_admin_url)
+                pgstats.reset(stack.database_admin_url)
             cpu_rows: dict[str, dict[str, float]] = {}
             results = asyncio.run(run_all(args, url, token, ids, cpu_rows))
+            statements = pgstats.read(stack.database_admin_url) if args.pg_stats else []
     get, ceiling = results[0], results[1]
     path = results[2] if len(results) > 2 else None
     paths = results[2:]
@@ -439,6 +462,19 @@ def main(argv: list[str] | None = None) -> int:
             f"p50 {engine[len(engine) // 2]:.2f} ms; share outside the engine "
             f"{outside_share(r):.1%}"
         )
+    if statements:
+        print("\nPostgreSQL, the services' statements over the scenarios (pg_stat_statements):")
+        print("\n".join(pgstats.format_table(statements)))
+        print(
+            f"all {sum(s.calls for s in statements)} statement calls: p95 <="
+            f" {pgstats.overall_p95_bound_ms(statements):.3f} ms (bound, pgstats.py)"
+        )
+        worst = pgstats.worst(statements)
+        if worst is not None:
+            print(
+                f"highest p95 bound (statements called >= 20 times): {worst.p95_bound_ms:.3f} ms"
+                f" (mean {worst.mean_ms:.3f}, max {worst.max_ms:.3f}): {worst.short_query(70)}"
+            )
     print()
     for line in verdicts(get, ceiling, path):
         print(line)

@@ -1,32 +1,34 @@
-"""Operator command line: `python -m services.auth.admin {set-plan,show-tenant,rotate-key}`.
+"""Operator command line: `python -m services.auth.admin {set-plan,show-tenant,*-key(s)}`.
 
-Talks to PostgreSQL directly as DATABASE_ADMIN_URL (else DATABASE_URL). Row-level security is
-FORCED, so it applies to the tables' owner too: each command sets `app.tenant_id` for its own
-transaction, exactly as the services do, and can touch only the tenant it names.
+The key commands reach the signing keys as the auth service does (JWT_KEY_PROVIDER: PEM files
+or a PKCS#11 token). The others talk to PostgreSQL directly as DATABASE_ADMIN_URL (else
+DATABASE_URL). Row-level security is FORCED, so it applies to the tables' owner too: each
+command sets `app.tenant_id` for its own transaction, exactly as the services do, and can touch
+only the tenant it names.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import psycopg
 from psycopg.rows import TupleRow
 
-from services.auth.config import PLANS
-from services.auth.keys import KeyRing, generate_key
-from services.common.config import redact_url
+from services.auth.config import PLANS, SigningKeyConfig, open_signing_keys
+from services.auth.keys import generate_key
+from services.auth.signing import SigningKeyError, SigningKeyRing
+from services.common.config import ConfigError, redact_url
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 DEFAULT_ACCESS_TOKEN_TTL_S = 600
-_ROTATE_ATTEMPTS = 3
 
 
 class CommandError(Exception):
@@ -101,37 +103,70 @@ def show_tenant(tenant_id: str) -> str:
     )
 
 
-def _default_keys_dir() -> Path:
-    configured = os.environ.get("JWT_KEYS_DIR")
-    if configured:
-        return Path(configured)
-    return Path(os.environ.get("RUN_DIR") or ".run") / "keys"
+def _signing_config(keys_dir: Path | None) -> SigningKeyConfig:
+    if keys_dir is not None:
+        return SigningKeyConfig(provider="file", directory=keys_dir)
+    try:
+        return SigningKeyConfig.from_env(os.environ)
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None
 
 
-def rotate_key(keys_dir: Path) -> str:
-    """Writes a new signing key that sorts last (so it signs after a restart); what to do next."""
+@contextlib.contextmanager
+def _signing_keys(config: SigningKeyConfig) -> Iterator[SigningKeyRing]:
+    try:
+        ring = open_signing_keys(config, generate_if_empty=False)
+    except FileNotFoundError as exc:
+        raise CommandError(str(exc)) from None
+    except SigningKeyError as exc:
+        raise CommandError(str(exc)) from exc
+    try:
+        yield ring
+    except SigningKeyError as exc:
+        raise CommandError(str(exc)) from exc
+    finally:
+        ring.close()
+
+
+def _ttl() -> str:
+    return os.environ.get("ACCESS_TOKEN_TTL_S") or str(DEFAULT_ACCESS_TOKEN_TTL_S)
+
+
+def rotate_key(config: SigningKeyConfig) -> str:
+    """Makes a new signing key that sorts last (so it signs after a restart); what to do next."""
+    if config.token is None:
+        return _rotate_file_key(config.directory)
+    with _signing_keys(config) as ring:
+        old = ring.kids()
+        kid = ring.create()
+        where = ring.describe()
+    lines = [
+        f"created kid {kid} in {where}",
+        "next:",
+        "  1. restart the auth service: it signs with the newest key and publishes all of them;",
+        "     lattice and webhook fetch the new key on the first token that names it",
+        f"  2. after ACCESS_TOKEN_TTL_S ({_ttl()} s) plus a minute, retire the old keys,",
+        "     then restart auth again so the JWKS stops publishing them:",
+    ]
+    lines += [f"       python -m services.auth.admin retire-key {name}" for name in old] or [
+        "       (none: this is the first key)"
+    ]
+    return "\n".join(lines)
+
+
+def _rotate_file_key(keys_dir: Path) -> str:
     old = sorted(path.name for path in keys_dir.glob("*.pem")) if keys_dir.is_dir() else []
-    for attempt in range(_ROTATE_ATTEMPTS):
+    try:
         path = generate_key(keys_dir)
-        if KeyRing.load(keys_dir, generate_if_empty=False).signing.kid == path.stem:
-            break
-        # Names sort by the second they were made, then by a random suffix: made in the same
-        # second as the newest key, the new one may sort before it. A second later it cannot.
-        path.unlink()
-        if attempt + 1 == _ROTATE_ATTEMPTS:
-            raise CommandError(
-                f"the new key sorts before {old[-1]}, so it would never sign;"
-                " check the clock and the key file names"
-            )
-        time.sleep(1.1)
-    ttl = os.environ.get("ACCESS_TOKEN_TTL_S") or str(DEFAULT_ACCESS_TOKEN_TTL_S)
+    except SigningKeyError as exc:
+        raise CommandError(str(exc)) from None
     lines = [
         f"wrote {path} (kid {path.stem})",
         "next:",
         "  1. restart the auth service: it signs with the newest key and publishes all of them;",
         "     lattice and webhook fetch the new key on the first token that names it",
-        f"  2. after ACCESS_TOKEN_TTL_S ({ttl} s) plus a minute, delete the old key files,",
-        "     then restart auth again so the JWKS stops publishing them:",
+        f"  2. after ACCESS_TOKEN_TTL_S ({_ttl()} s) plus a minute, delete the old key files",
+        "     (or `retire-key KID`), then restart auth again so the JWKS stops publishing them:",
     ]
     lines += [f"       {keys_dir / name}" for name in old] or [
         "       (none: this is the first key)"
@@ -139,11 +174,43 @@ def rotate_key(keys_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def retire_key(config: SigningKeyConfig, kid: str) -> str:
+    """Destroys a signing key that no longer signs; what to do next."""
+    with _signing_keys(config) as ring:
+        if kid not in ring.kids():
+            raise CommandError(f"no signing key {kid!r} in {ring.describe()}")
+        if kid == ring.signing_kid:
+            raise CommandError(
+                f"{kid} is the newest key, the one that signs: run rotate-key and restart auth"
+                " first, so that another key signs"
+            )
+        ring.destroy(kid)
+        where = ring.describe()
+    return "\n".join(
+        (
+            f"retired kid {kid} from {where}",
+            "next: restart auth, so that its JWKS stops publishing the key. Lattice and webhook",
+            "      keep keys they fetched until they restart: if the key leaked, restart them too",
+            "      (docs/operations/disaster-recovery.md#leaked-jwt-signing-key)",
+        )
+    )
+
+
+def list_keys(config: SigningKeyConfig) -> str:
+    """The signing keys, oldest first; the one that signs marked."""
+    with _signing_keys(config) as ring:
+        signing = ring.signing_kid
+        lines = [f"signing keys in {ring.describe()}:"]
+        lines += [f"  {kid}{'  (signs)' if kid == signing else ''}" for kid in ring.kids()]
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m services.auth.admin",
         description="Operator commands for the auth service's data and keys.",
-        epilog="Database commands use DATABASE_ADMIN_URL, or DATABASE_URL when it is unset. "
+        epilog="Database commands use DATABASE_ADMIN_URL, or DATABASE_URL when it is unset; key "
+        "commands use JWT_KEY_PROVIDER and its settings, as the auth service does. "
         "Exit status: 0 done, 1 failed (e.g. no such tenant), 2 bad usage.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -164,18 +231,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     show.add_argument("tenant_id", metavar="TENANT_ID", type=_tenant_id, help="the tenant's UUID")
 
+    keys_help = (
+        "a directory of *.pem signing keys, whatever JWT_KEY_PROVIDER says (default: the"
+        " provider JWT_KEY_PROVIDER names; file: JWT_KEYS_DIR, else $RUN_DIR/keys)"
+    )
     rotate = commands.add_parser(
         "rotate-key",
-        help="write a new ES256 signing key and say what to do next",
-        description="Write a new ES256 signing key next to the existing ones. The auth service "
-        "signs with the newest after its next restart; older keys stay published until removed.",
+        help="make a new ES256 signing key and say what to do next",
+        description="Make a new ES256 signing key next to the existing ones: a PEM file, or a "
+        "key pair generated in the PKCS#11 token (JWT_KEY_PROVIDER=pkcs11). The auth service "
+        "signs with the newest after its next restart; older keys stay published until retired.",
     )
-    rotate.add_argument(
-        "--keys-dir",
-        type=Path,
-        default=None,
-        help="directory of *.pem signing keys (default: JWT_KEYS_DIR, else $RUN_DIR/keys)",
+    retire = commands.add_parser(
+        "retire-key",
+        help="destroy a signing key that no longer signs (after rotation, or at once if leaked)",
+        description="Destroy a signing key (its PEM file, or its key pair in the token). Refuses "
+        "the newest key, which signs: rotate first. Tokens it signed stop verifying once auth, "
+        "and for a leaked key lattice and webhook too, have restarted.",
     )
+    retire.add_argument("kid", metavar="KID", help="the key's kid (see list-keys)")
+    listing = commands.add_parser(
+        "list-keys",
+        help="list the signing keys, the one that signs marked",
+        description="List the signing keys by kid, oldest first; the newest signs.",
+    )
+    for command in (rotate, retire, listing):
+        command.add_argument("--keys-dir", type=Path, default=None, help=keys_help)
     return parser
 
 
@@ -186,8 +267,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(set_plan(args.tenant_id, args.plan))
         elif args.command == "show-tenant":
             print(show_tenant(args.tenant_id))
+        elif args.command == "rotate-key":
+            print(rotate_key(_signing_config(args.keys_dir)))
+        elif args.command == "retire-key":
+            print(retire_key(_signing_config(args.keys_dir), args.kid))
         else:
-            print(rotate_key(args.keys_dir or _default_keys_dir()))
+            print(list_keys(_signing_config(args.keys_dir)))
     except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED

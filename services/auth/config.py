@@ -7,10 +7,54 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.auth.lockout import LockoutPolicy
+from services.auth.signing import SigningKeyRing
 from services.common.config import ConfigError, ServiceConfig, env_float, env_int, env_str
+from services.common.keys.token import Pkcs11Settings
 from services.common.ratelimit import Rate, RateLimitConfig, env_rate
 
 PLANS = ("free", "starter", "professional", "enterprise")
+KEY_PROVIDERS = ("file", "pkcs11")
+
+
+@dataclass(frozen=True)
+class SigningKeyConfig:
+    """JWT_KEY_PROVIDER and its settings; docs/operations/configuration.md#auth."""
+
+    provider: str = "file"
+    # file: the directory of <kid>.pem files.
+    directory: Path = Path(".run/keys")
+    # pkcs11: the token (PKCS11_*), shared in form with the webhook's KEK provider.
+    token: Pkcs11Settings | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> SigningKeyConfig:
+        provider = env_str("JWT_KEY_PROVIDER", "file", environ=environ)
+        if provider not in KEY_PROVIDERS:
+            raise ConfigError(
+                f"JWT_KEY_PROVIDER must be one of {', '.join(KEY_PROVIDERS)}, got {provider!r}"
+            )
+        run_dir = Path(env_str("RUN_DIR", ".run", environ=environ))
+        directory = Path(env_str("JWT_KEYS_DIR", str(run_dir / "keys"), environ=environ))
+        if provider == "file":
+            return cls(provider=provider, directory=directory)
+        token = Pkcs11Settings.from_env(environ, needed_by="JWT_KEY_PROVIDER=pkcs11")
+        return cls(provider=provider, directory=directory, token=token)
+
+
+def open_signing_keys(config: SigningKeyConfig, *, generate_if_empty: bool) -> SigningKeyRing:
+    """The provider's ring, opened (an HSM session logged in).
+
+    PEM files: with `generate_if_empty`, an empty directory gets a new key (development). A
+    token is never filled at start-up: replicas starting together would each make a key.
+    """
+    if config.token is not None:
+        # Imported here: the file provider (development) needs no PKCS#11 library loaded.
+        from services.auth.hsm_keys import Pkcs11KeyRing
+
+        return Pkcs11KeyRing(config.token)
+    from services.auth.keys import KeyRing
+
+    return KeyRing.load(config.directory, generate_if_empty=generate_if_empty)
 
 
 @dataclass(frozen=True)
@@ -22,7 +66,7 @@ class AuthConfig:
     audience: str
     access_token_ttl_s: int
     refresh_token_ttl_s: int
-    keys_dir: Path
+    signing_keys: SigningKeyConfig
     default_plan: str
     # Abuse limits (ADR "Abuse limits, on by default"): per client address, per tenant, per
     # account.
@@ -45,7 +89,6 @@ class AuthConfig:
             raise ConfigError(
                 f"DEFAULT_PLAN must be one of {', '.join(PLANS)}, got {default_plan!r}"
             )
-        run_dir = Path(env_str("RUN_DIR", ".run", environ=environ))
         rate_limits = RateLimitConfig.from_env(environ)
         scale = rate_limits.multiplier
         return cls(
@@ -54,7 +97,7 @@ class AuthConfig:
             audience=env_str("JWT_AUDIENCE", "catalytic-api", environ=environ),
             access_token_ttl_s=access_ttl,
             refresh_token_ttl_s=env_int("REFRESH_TOKEN_TTL_S", 30 * 24 * 3600, environ=environ),
-            keys_dir=Path(env_str("JWT_KEYS_DIR", str(run_dir / "keys"), environ=environ)),
+            signing_keys=SigningKeyConfig.from_env(environ),
             default_plan=default_plan,
             rate_limits=rate_limits,
             register_rate=env_rate(

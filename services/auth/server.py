@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Sequence
 
 import grpc
@@ -10,8 +11,7 @@ from catalytic.auth.v1 import auth_service_pb2_grpc as pb_grpc
 
 from services.auth.accounts import Accounts
 from services.auth.api_keys import ApiKeys
-from services.auth.config import AuthConfig
-from services.auth.keys import KeyRing
+from services.auth.config import AuthConfig, open_signing_keys
 from services.auth.lockout import LoginLockout
 from services.auth.servicer import AuthServicer
 from services.auth.store import PostgresAuthStore
@@ -32,6 +32,8 @@ from services.common.revocations import PostgresRevocations
 from services.common.server import RunningService, build_server
 from services.common.wiring import open_database
 
+logger = logging.getLogger("catalytic.auth")
+
 SERVICE_NAME = "catalytic.auth.v1.AuthService"
 PUBLIC_METHODS = frozenset(
     f"/{SERVICE_NAME}/{method}" for method in ("Register", "Login", "Refresh", "GetJwks")
@@ -42,7 +44,10 @@ async def create_server(config: AuthConfig) -> RunningService:
     """Starts the auth gRPC server (NOT_SERVING until the caller marks it ready)."""
     resources = contextlib.AsyncExitStack()
     try:
-        keys = KeyRing.load(config.keys_dir)
+        keys = open_signing_keys(config.signing_keys, generate_if_empty=True)
+        resources.callback(keys.close)
+        # Fails start-up by name when a token holds no signing key: no token could be issued.
+        logger.info("JWT signing keys: %s, signing kid %s", keys.describe(), keys.signing_kid)
         database = await open_database(config.service, resources)
         redis = await open_redis(config.service.redis_url, service=config.service.service_name)
         resources.push_async_callback(redis.aclose)

@@ -8,7 +8,7 @@ from catalytic.auth.v1 import auth_service_pb2_grpc as pb_grpc
 
 from services.auth.accounts import Accounts, TenantRecord, UserRecord
 from services.auth.api_keys import ApiKeyRecord, ApiKeys
-from services.auth.keys import KeyRing
+from services.auth.signing import SigningKeyRing
 from services.common.context import current_principal
 from services.common.timestamps import to_timestamp
 
@@ -43,7 +43,7 @@ def api_key_message(key: ApiKeyRecord) -> pb.ApiKey:
 class AuthServicer(pb_grpc.AuthServiceServicer):
     """Thin adapter over Accounts, ApiKeys and the key ring."""
 
-    def __init__(self, accounts: Accounts, api_keys: ApiKeys, keys: KeyRing) -> None:
+    def __init__(self, accounts: Accounts, api_keys: ApiKeys, keys: SigningKeyRing) -> None:
         self._accounts = accounts
         self._api_keys = api_keys
         self._keys = keys

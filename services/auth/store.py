@@ -208,8 +208,13 @@ class PostgresAuthStore:
                 await conn.execute(
                     "SELECT 1 FROM tenants WHERE id = %s FOR NO KEY UPDATE", (row.tenant_id,)
                 )
+                # The explicit tenant_id lets the planner use the tenant's index; the policies
+                # alone (an OR of three, one of them "any revoked key") would also read every
+                # tenant's revoked keys (tests/integration/test_query_plans.py).
                 cur = await conn.execute(
-                    "SELECT count(*) AS live FROM api_keys WHERE revoked_at IS NULL"
+                    "SELECT count(*) AS live FROM api_keys WHERE tenant_id = %s"
+                    " AND revoked_at IS NULL",
+                    (row.tenant_id,),
                 )
                 counted = await cur.fetchone()
                 if counted is not None and counted["live"] >= max_live:
@@ -236,9 +241,11 @@ class PostgresAuthStore:
 
     async def list_api_keys(self, tenant_id: str) -> list[ApiKeyRecord]:
         async with self._db.tenant_transaction(tenant_id) as conn:
+            # tenant_id explicit for the tenant's index, as in insert_api_key.
             cur = await conn.execute(
-                f"SELECT {_API_KEY_COLUMNS} FROM api_keys WHERE revoked_at IS NULL"  # noqa: S608
-                " ORDER BY created_at DESC, id DESC"
+                f"SELECT {_API_KEY_COLUMNS} FROM api_keys WHERE tenant_id = %s"  # noqa: S608
+                " AND revoked_at IS NULL ORDER BY created_at DESC, id DESC",
+                (tenant_id,),
             )
             rows = await cur.fetchall()
         return [_api_key(row) for row in rows]

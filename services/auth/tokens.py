@@ -8,9 +8,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from jose import jwt
-
-from services.auth.keys import ALGORITHM, KeyRing
+from services.auth import jws
+from services.auth.signing import SigningKeyRing
 from services.common.access_tokens import ACCESS_TOKEN_TYPE
 
 
@@ -26,7 +25,7 @@ class AccessToken:
 class TokenIssuer:
     """Signs access tokens with the key ring's newest key."""
 
-    def __init__(self, keys: KeyRing, *, issuer: str, audience: str, ttl_s: int) -> None:
+    def __init__(self, keys: SigningKeyRing, *, issuer: str, audience: str, ttl_s: int) -> None:
         self._keys = keys
         self._issuer = issuer
         self._audience = audience
@@ -47,9 +46,7 @@ class TokenIssuer:
             "exp": now + self._ttl_s,
             "typ": ACCESS_TOKEN_TYPE,
         }
-        key = self._keys.signing
-        token = jwt.encode(claims, key.private_pem, algorithm=ALGORITHM, headers={"kid": key.kid})
-        return AccessToken(token=token, jti=jti, expires_in=self._ttl_s)
+        return AccessToken(token=jws.encode(claims, self._keys), jti=jti, expires_in=self._ttl_s)
 
 
 def new_refresh_token() -> str:

@@ -8,8 +8,9 @@ import math
 import re
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
+from typing import TypeVar
 
 import psycopg
 from psycopg.rows import DictRow, dict_row
@@ -39,6 +40,7 @@ RETRY_AFTER_S = 1.0
 DATABASE_UNAVAILABLE = "the database is not available; retry shortly"
 LOCK_WAIT_TOO_LONG = "waited too long for a row another request holds; retry shortly"
 SERIALIZATION_CONFLICT = "a concurrent change conflicted with this one; retry"
+_T = TypeVar("_T")
 
 
 @contextmanager
@@ -61,6 +63,23 @@ def database_errors() -> Iterator[None]:
         # OperationalError covers the pool's own (PoolTimeout, PoolClosed, TooManyRequests);
         # InterfaceError is a connection psycopg already knows to be closed.
         raise Unavailable(DATABASE_UNAVAILABLE, retry_after_s=RETRY_AFTER_S) from exc
+
+
+async def retry_conflicts(
+    action: Callable[[], Awaitable[_T]], *, attempts: int = 3, backoff_s: float = 0.02
+) -> _T:
+    """Runs `action` (a whole transaction) again when the database aborted it for a deadlock or
+    a serialization failure: the abort rolled everything back, so running it again is safe.
+    For single-statement writes that race with background workers (a DELETE whose cascade
+    meets the delivery worker's row locks); the last conflict still reaches the caller."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await action()
+        except Aborted as exc:
+            if str(exc) != SERIALIZATION_CONFLICT or attempt == attempts:
+                raise
+            await asyncio.sleep(backoff_s * attempt)
+    raise AssertionError("unreachable")
 
 
 class _IdleCheck:

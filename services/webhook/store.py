@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from services.common.db import Database
+from services.common.db import Database, retry_conflicts
 from services.common.paging import Cursor, newest_first_query
 from services.webhook.endpoints import NewWebhook, WebhookRecord
 from services.webhook.secret_box import SecretBox
@@ -78,9 +78,14 @@ class PostgresWebhookStore:
         return [_webhook(row) for row in rows]
 
     async def delete(self, tenant_id: str, webhook_id: str) -> bool:
-        async with self._db.tenant_transaction(tenant_id) as conn:
-            cur = await conn.execute("DELETE FROM webhooks WHERE id = %s", (webhook_id,))
-            return cur.rowcount > 0
+        # The cascade to the endpoint's deliveries can deadlock with the delivery worker's row
+        # locks under load; PostgreSQL aborts one side, and this side runs again.
+        async def attempt() -> bool:
+            async with self._db.tenant_transaction(tenant_id) as conn:
+                cur = await conn.execute("DELETE FROM webhooks WHERE id = %s", (webhook_id,))
+                return cur.rowcount > 0
+
+        return await retry_conflicts(attempt)
 
     async def rotate_secret(
         self, tenant_id: str, webhook_id: str, secret: str, overlap_s: float

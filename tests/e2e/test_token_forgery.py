@@ -257,7 +257,7 @@ def jwks(client: httpx.Client) -> list[dict[str, str]]:
 def keys(stack, jwks: list[dict[str, str]]) -> Keys:
     config = AuthConfig.from_env(stack.env)
     kid = jwks[0]["kid"]  # newest first: the one that signs
-    pem = (config.keys_dir / f"{kid}.pem").read_bytes()
+    pem = (config.signing_keys.directory / f"{kid}.pem").read_bytes()
     real = serialization.load_pem_private_key(pem, password=None)
     assert isinstance(real, ec.EllipticCurvePrivateKey)
     return Keys(

@@ -6,13 +6,16 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from services.auth.hsm_keys import Pkcs11KeyRing
 from services.auth.keys import KeyRing
+from services.auth.signing import SigningKeyRing
+from tests.unit.common.softhsm import clear_signing_keys, softhsm_token
 
 pytestmark = pytest.mark.integration
 
@@ -110,7 +113,7 @@ def test_no_database_url_is_exit_1() -> None:
 def test_help_lists_the_commands() -> None:
     done = cli("--help")
     assert done.returncode == 0
-    for command in ("set-plan", "show-tenant", "rotate-key"):
+    for command in ("set-plan", "show-tenant", "rotate-key", "retire-key", "list-keys"):
         assert command in done.stdout
 
 
@@ -126,3 +129,87 @@ def test_rotate_key_adds_a_key_that_signs_next(tmp_path: Path) -> None:
     assert ring.signing.kid in done.stdout
     assert first in done.stdout  # named as the key to delete later
     assert (keys_dir / f"{ring.signing.kid}.pem").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.fixture(params=["file", "pkcs11"])
+def keys_env(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[dict[str, str], Callable[[], SigningKeyRing]]]:
+    """One signing key of each provider: the admin's settings, and how to open the ring here."""
+    if request.param == "file":
+        keys_dir = tmp_path / "keys"
+        KeyRing.load(keys_dir)
+        yield {"JWT_KEYS_DIR": str(keys_dir)}, lambda: KeyRing.load(keys_dir)
+        return
+    token = softhsm_token()
+    clear_signing_keys(token)
+    ring = Pkcs11KeyRing(token.settings())
+    ring.create()
+    ring.close()
+    try:
+        yield token.signing_env(), lambda: Pkcs11KeyRing(token.settings())
+    finally:
+        clear_signing_keys(token)
+
+
+def kids(open_ring: Callable[[], SigningKeyRing]) -> tuple[str, ...]:
+    ring = open_ring()
+    try:
+        return ring.kids()
+    finally:
+        ring.close()
+
+
+def test_rotate_list_and_retire_keys_under_each_provider(
+    keys_env: tuple[dict[str, str], Callable[[], SigningKeyRing]],
+) -> None:
+    env, open_ring = keys_env
+    [first] = kids(open_ring)
+
+    rotated = cli("rotate-key", env=env)
+    assert rotated.returncode == 0, rotated.stderr
+    [old, new] = kids(open_ring)
+    assert old == first
+    assert new in rotated.stdout
+    assert first in rotated.stdout  # named as the key to retire later
+    listed = cli("list-keys", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert f"  {first}\n  {new}  (signs)" in listed.stdout
+
+    refused = cli("retire-key", new, env=env)  # the newest signs: rotate first
+    assert refused.returncode == 1
+    assert "rotate-key" in refused.stderr
+    unknown = cli("retire-key", "es256-20200101T000000Z-00000000", env=env)
+    assert unknown.returncode == 1
+    assert "no signing key" in unknown.stderr
+    assert kids(open_ring) == (first, new)
+
+    retired = cli("retire-key", first, env=env)
+    assert retired.returncode == 0, retired.stderr
+    assert "restart auth" in retired.stdout
+    assert kids(open_ring) == (new,)
+
+
+def test_rotate_key_makes_the_first_key_in_an_empty_token() -> None:
+    token = softhsm_token()
+    clear_signing_keys(token)
+    try:
+        done = cli("rotate-key", env=token.signing_env())
+        assert done.returncode == 0, done.stderr
+        assert "this is the first key" in done.stdout
+        ring = Pkcs11KeyRing(token.settings())
+        try:
+            [kid] = ring.kids()
+        finally:
+            ring.close()
+        assert f"created kid {kid}" in done.stdout
+    finally:
+        clear_signing_keys(token)
+
+
+def test_a_token_without_a_pin_is_exit_1() -> None:
+    env = {**softhsm_token().signing_env(), "PKCS11_PIN": ""}
+    for command in ("rotate-key", "list-keys"):
+        done = cli(command, env=env)
+        assert done.returncode == 1
+        assert "PKCS11_PIN" in done.stderr

@@ -1,1 +1,1 @@
-"""Key-encryption keys (KEKs) in a key file or an HSM, and envelope encryption under them."""
+"""Keys in key files or an HSM: KEKs, envelope encryption under them, PKCS#11 token settings."""

@@ -23,7 +23,8 @@ KEK_BYTES = 32
 NONCE_BYTES = 12
 TAG_BYTES = 16
 REFRESH_INTERVAL_S = 5.0
-_ID_ATTEMPTS = 64
+_SUFFIX = re.compile(r"[0-9a-f]{8}")
+_SUFFIX_SPACE = 1 << 32
 
 
 class KekError(Exception):
@@ -42,16 +43,42 @@ class IntegrityError(KekError):
     """The ciphertext, its nonce or its associated data were changed, or the key is wrong."""
 
 
+def sortable_id(prefix: str, existing: Iterable[str] = ()) -> str:
+    """`<prefix><UTC time to the second>-<8 hex digits>`, sorting after every id in `existing`.
+
+    Ids sort by the time they were made, so "the last in name order" is the newest. Made in
+    the same second as the latest, the suffix is drawn above the latest's; when the latest's is
+    ffffffff, none is, and the id waits for the next second, whose ids sort after it whatever
+    their suffix. ValueError when no id can sort after the latest (one from the future, or a
+    name made by hand).
+    """
+    latest = max(existing, default="")
+    for second_try in (False, True):
+        if second_try:
+            time.sleep(1.0 - time.time() % 1.0 + 0.01)
+        stamped = f"{prefix}{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-"
+        floor = 0
+        if latest.startswith(stamped):
+            suffix = latest[len(stamped) :]
+            floor = int(suffix, 16) + 1 if _SUFFIX.fullmatch(suffix) else _SUFFIX_SPACE
+            if floor >= _SUFFIX_SPACE:
+                continue
+        new_id = f"{stamped}{floor + secrets.randbelow(_SUFFIX_SPACE - floor):08x}"
+        if new_id > latest:
+            return new_id
+        break  # the latest is from the future or made by hand: a second later is no better
+    raise ValueError(f"a new id would sort before {latest}; check the clock and the names")
+
+
 def new_kek_id(existing: Iterable[str] = ()) -> str:
     """A fresh id that sorts after every id in `existing` (so it becomes current)."""
-    latest = max(existing, default="")
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    for _ in range(_ID_ATTEMPTS):
-        # Made in the same second as the latest, a random suffix sorts after it half the time.
-        kek_id = f"{KEK_ID_PREFIX}{stamp}-{secrets.token_hex(4)}"
-        if kek_id > latest:
-            return kek_id
-    raise KekError(f"a new key-encryption key id would sort before {latest}; check the clock")
+    existing = list(existing)  # read twice: once more for the message
+    try:
+        return sortable_id(KEK_ID_PREFIX, existing)
+    except ValueError:
+        raise KekError(
+            f"a new key-encryption key id would sort before {max(existing)}; check the clock"
+        ) from None
 
 
 class RefreshPolicy:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from services.common.config import ConfigError, env_str
 from services.common.keys.base import KekRing
+from services.common.keys.token import Pkcs11Settings
 
 PROVIDERS = ("file", "pkcs11")
 
@@ -35,28 +36,20 @@ class KekConfig:
         directory = Path(env_str("KEK_DIR", str(run_dir / "kek"), environ=environ))
         if provider == "file":
             return cls(provider=provider, directory=directory)
-        pin = env_str("PKCS11_PIN", "", environ=environ)
-        pin_file = env_str("PKCS11_PIN_FILE", "", environ=environ)
-        if pin_file:
-            try:
-                pin = Path(pin_file).read_text("utf-8").strip()
-            except OSError as exc:
-                raise ConfigError(f"PKCS11_PIN_FILE={pin_file}: {exc.strerror}") from None
-        if not pin:
-            raise ConfigError("KEK_PROVIDER=pkcs11 needs PKCS11_PIN or PKCS11_PIN_FILE")
+        token = Pkcs11Settings.from_env(environ, needed_by="KEK_PROVIDER=pkcs11")
         return cls(
             provider=provider,
             directory=directory,
-            module=env_str("PKCS11_MODULE", environ=environ),
-            token_label=env_str("PKCS11_TOKEN_LABEL", environ=environ),
-            pin=pin,
+            module=token.module,
+            token_label=token.token_label,
+            pin=token.pin,
         )
 
     def describe(self) -> str:
         """Where the KEKs are, for messages (never the PIN)."""
         if self.provider == "file":
             return f"key files in {self.directory}"
-        return f"PKCS#11 token {self.token_label!r} ({self.module})"
+        return Pkcs11Settings(self.module, self.token_label, self.pin).describe()
 
 
 def open_ring(config: KekConfig) -> KekRing:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-import pkcs11
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.exceptions import PKCS11Error
 from pkcs11.mechanisms import GCMParams
@@ -26,6 +25,7 @@ from services.common.keys.base import (
     check_kek_id,
     new_kek_id,
 )
+from services.common.keys.token import Pkcs11Settings
 
 _KEY_BITS = 256
 # Attributes of a generated KEK: usable for AES-GCM only, never readable outside the token.
@@ -47,8 +47,7 @@ class Pkcs11KekRing:
 
     def __init__(self, module: str, token_label: str, pin: str) -> None:
         try:
-            token = pkcs11.lib(module).get_token(token_label=token_label)
-            self._session: Any = token.open(user_pin=pin, rw=True)
+            self._session: Any = Pkcs11Settings(module, token_label, pin).open_session()
         except (PKCS11Error, RuntimeError, OSError) as exc:
             raise KekError(
                 f"cannot open PKCS#11 token {token_label!r} through {module}: {exc!r}"

@@ -3,7 +3,8 @@
 A PKCS#11 library reads its configuration once, when first loaded into a process, and sees
 only the tokens that existed then; so every test of this process shares one token, created in
 a temporary directory (through SOFTHSM2_CONF) before anything loads the library. Tests remove
-the KEKs they made (`clear_keks`). `make test` installs SoftHSM2 (scripts/install-system-deps.sh).
+the KEKs (`clear_keks`) and JWT signing keys (`clear_signing_keys`) they made. `make test`
+installs SoftHSM2 (scripts/install-system-deps.sh).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from services.common.keys.hsm import Pkcs11KekRing
+from services.common.keys.token import Pkcs11Settings
 
 # Debian's libsofthsm2 installs the module in both places (one a link to the other).
 MODULES = (
@@ -50,6 +52,15 @@ class Token:
             "PKCS11_TOKEN_LABEL": self.label,
             "PKCS11_PIN": self.pin,
         }
+
+    def signing_env(self) -> dict[str, str]:
+        """What the auth service or its admin command line needs for JWT signing keys here."""
+        env = self.env()
+        del env["KEK_PROVIDER"]
+        return {**env, "JWT_KEY_PROVIDER": "pkcs11"}
+
+    def settings(self) -> Pkcs11Settings:
+        return Pkcs11Settings(self.module, self.label, self.pin)
 
     def ring(self) -> Pkcs11KekRing:
         return Pkcs11KekRing(self.module, self.label, self.pin)
@@ -94,3 +105,17 @@ def clear_keks(token: Token) -> None:
             ring.destroy(kek_id)
     finally:
         ring.close()
+
+
+def clear_signing_keys(token: Token) -> None:
+    """Destroys every JWT signing key object on the token (auth's ring starts empty), also the
+    halves of a pair a test broke on purpose."""
+    from pkcs11 import Attribute, KeyType
+
+    session = token.settings().open_session()
+    try:
+        for key in list(session.get_objects({Attribute.KEY_TYPE: KeyType.EC})):
+            if (key.label or "").startswith("es256-"):
+                key.destroy()
+    finally:
+        session.close()

@@ -150,3 +150,14 @@ def test_hsm_keys_are_generated_sensitive_and_not_extractable() -> None:
     finally:
         ring.close()
         clear_keks(token)
+
+
+def test_a_new_kek_id_sorts_after_one_made_the_same_second_whatever_its_suffix() -> None:
+    """The latest id may end in ffffffff: no suffix drawn in that second sorts after it, so the
+    new id waits for the next second (this failed 1 run in ~40 before)."""
+    import time
+
+    from services.common.keys.base import KEK_ID_PREFIX, new_kek_id
+
+    latest = f"{KEK_ID_PREFIX}{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-ffffffff"
+    assert new_kek_id([latest]) > latest
