@@ -182,9 +182,16 @@ $(VENV)/.bench-installed: requirements/bench.txt $(VENV)/.installed
 bench: protos $(VENV)/.bench-installed ## run the engine benchmarks against igraph, scipy, rustworkx, networkx
 	@$(PY) -m bench $(BENCH_ARGS)
 
+# The API load suite (tests/load, loadtest/api.py): seed (its gate is the exit status), capacity
+# and fairness, each on a private stack; about 15 minutes. LOADTEST_ARGS="--quick" is a 4-minute
+# run for development; a scenario name first runs that one through python -m loadtest instead:
+# LOADTEST_ARGS="rest --duration 10", "webhooks", "seed --users 20".
 .PHONY: loadtest
-loadtest: protos ## bounded loopback load tests; writes ghz-format JSON reports
-	$(PY) -m loadtest $(LOADTEST_ARGS)
+loadtest: protos ## load suite through the gateway: seed (gate), capacity, fairness; a summary table and ghz-format reports (LOADTEST_ARGS="--quick" | "rest ..." | "webhooks ...")
+	@case '$(firstword $(LOADTEST_ARGS))' in \
+	  ''|-*) LOADTEST_ARGS='$(LOADTEST_ARGS)' $(PY) -m pytest tests/load -s -p no:cacheprovider ;; \
+	  *) $(PY) -m loadtest $(LOADTEST_ARGS) ;; \
+	esac
 
 # The regression gate (perf/README.md, ADR 61): ratios measured in one run against
 # perf/baselines.json, within 3 minutes on the 2-CPU reference machine; `.ci/run` runs it after

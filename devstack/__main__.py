@@ -31,6 +31,7 @@ _EPILOG = (
     "ports (environment variable, default): "
     + ", ".join(f"{var} {default}" for var, default in PORT_ENV.values())
     + ". Other variables: RUN_DIR, GATEWAY_BIND, GATEWAY_DESCRIPTOR, GATEWAY_CORS_ORIGINS,"
+    + " GATEWAY_RATE_LIMIT_PER_S,"
     + " DATABASE_URL, DATABASE_ADMIN_URL, REDIS_URL."
 )
 
@@ -64,7 +65,7 @@ def up(with_monitoring: bool = False) -> int:
         stack = Stack.from_env()
         stack.ports.check_available(stack.ports_to_check())
         monitoring = _monitoring(stack) if with_monitoring else None
-    except PortError as exc:
+    except (PortError, StackError) as exc:
         print(f"devstack: {exc}", file=sys.stderr)
         return 2
     signal.signal(signal.SIGINT, _raise_stop)
@@ -104,7 +105,7 @@ def monitor() -> int:
     """Monitoring only, next to a stack that `make up` runs (or is about to run)."""
     try:
         monitoring = _monitoring(Stack.from_env())
-    except PortError as exc:
+    except (PortError, StackError) as exc:
         print(f"devstack: {exc}", file=sys.stderr)
         return 2
     signal.signal(signal.SIGINT, _raise_stop)

@@ -55,7 +55,9 @@ class Stack:
 
     With database_url / redis_url left as None the stack runs its own PostgreSQL / Redis under
     run_dir; otherwise it uses the given servers and starts none. `postgres_settings` go on its
-    own PostgreSQL's command line (`-c name=value`).
+    own PostgreSQL's command line (`-c name=value`). `gateway_rate_limit_per_s` is the gateway's
+    backstop for all requests together (GATEWAY_RATE_LIMIT_PER_S); load tests lift it so that
+    what they measure is the stack, not the bucket.
     """
 
     def __init__(
@@ -70,6 +72,7 @@ class Stack:
         gateway_bind: str = "127.0.0.1",
         descriptor: Path = DEFAULT_DESCRIPTOR,
         cors_origins: tuple[str, ...] = (),
+        gateway_rate_limit_per_s: int = GatewayConfig.rate_limit_per_s,
         extra_env: Mapping[str, str] | None = None,
         backups: bool = False,
         backup_repo: Path | None = None,
@@ -124,6 +127,7 @@ class Stack:
                 access_log=str(self.logs_dir / "gateway-access.log"),
                 # Browser origins allowed by CORS: none unless the caller names them.
                 cors_origins=cors_origins,
+                rate_limit_per_s=gateway_rate_limit_per_s,
             ),
             base_id=self.ports.gateway,
         )
@@ -138,9 +142,12 @@ class Stack:
         log: Callable[[str], None] = print,
     ) -> Stack:
         """The `make up` stack: ports, RUN_DIR, DATABASE_URL, DATABASE_ADMIN_URL, REDIS_URL,
-        GATEWAY_BIND, GATEWAY_DESCRIPTOR and GATEWAY_CORS_ORIGINS from the environment; servers
-        are started only for the URLs left unset."""
+        GATEWAY_BIND, GATEWAY_DESCRIPTOR, GATEWAY_CORS_ORIGINS and GATEWAY_RATE_LIMIT_PER_S from
+        the environment; servers are started only for the URLs left unset."""
         env = os.environ if env is None else env
+        rate_limit = env.get("GATEWAY_RATE_LIMIT_PER_S", "").strip()
+        if rate_limit and not (rate_limit.isdigit() and int(rate_limit) >= 1):
+            raise StackError(f"GATEWAY_RATE_LIMIT_PER_S={rate_limit!r} is not a whole number >= 1")
         return cls(
             run_dir=env.get("RUN_DIR") or None,
             ports=StackPorts.from_env(env),
@@ -153,6 +160,9 @@ class Stack:
             gateway_bind=env.get("GATEWAY_BIND") or "127.0.0.1",
             descriptor=Path(env.get("GATEWAY_DESCRIPTOR") or DEFAULT_DESCRIPTOR),
             cors_origins=parse_origins(env.get("GATEWAY_CORS_ORIGINS", "")),
+            gateway_rate_limit_per_s=(
+                int(rate_limit) if rate_limit else GatewayConfig.rate_limit_per_s
+            ),
             log=log,
         )
 

@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import json
 import os
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -44,7 +43,8 @@ from catalytic.webhook.v1 import webhook_service_pb2 as webhook_pb
 from catalytic.webhook.v1 import webhook_service_pb2_grpc as webhook_grpc
 
 from loadtest import cpu, pgstats, rest
-from loadtest.rest import Result
+from loadtest.report import Result
+from loadtest.stack import private_stack
 
 STACK_ENV = {**rest.STACK_ENV, "WEBHOOK_ALLOW_CIDRS": "127.0.0.0/8"}
 WAYS = ("grpc", "envoy-grpc", "rest")
@@ -286,30 +286,21 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.channels <= 64:
         parser.error("bounded: 1..64 channels")
 
-    from devstack import Stack, StackPorts
-
     args.out.mkdir(parents=True, exist_ok=True)
     statements: list[pgstats.Statement] = []
-    with tempfile.TemporaryDirectory(prefix="loadtest-") as tmp:
-        os.chmod(tmp, 0o755)  # noqa: S103 - PostgreSQL may run as another account
-        log = (lambda line: None) if os.environ.get("LOADTEST_QUIET") else print
-        with Stack(
-            tmp,
-            StackPorts.free(),
-            fast_postgres=True,
-            extra_env=STACK_ENV,
-            postgres_settings=pgstats.SETTINGS if args.pg_stats else None,
-            log=log,
-        ) as stack:
-            with httpx.Client(base_url=stack.gateway_url, timeout=120) as client:
-                fx = prepare(client)
-            if args.pg_stats:
-                pgstats.enable(stack.database_admin_url)
-                pgstats.reset(stack.database_admin_url)
-            cpu_rows: dict[str, dict[str, float]] = {}
-            results = asyncio.run(run_all(args, stack, fx, cpu_rows))
-            if args.pg_stats:
-                statements = pgstats.read(stack.database_admin_url)
+    log = (lambda line: None) if os.environ.get("LOADTEST_QUIET") else print
+    settings = pgstats.SETTINGS if args.pg_stats else None
+    # The REST and Envoy-gRPC ways go through the gateway: its backstop is lifted (stack.py).
+    with private_stack(STACK_ENV, log, postgres_settings=settings) as stack:
+        with httpx.Client(base_url=stack.gateway_url, timeout=120, trust_env=False) as client:
+            fx = prepare(client)
+        if args.pg_stats:
+            pgstats.enable(stack.database_admin_url)
+            pgstats.reset(stack.database_admin_url)
+        cpu_rows: dict[str, dict[str, float]] = {}
+        results = asyncio.run(run_all(args, stack, fx, cpu_rows))
+        if args.pg_stats:
+            statements = pgstats.read(stack.database_admin_url)
     for r in results:
         slug = r.name.replace(" ", "-")
         (args.out / f"{slug}.json").write_text(json.dumps(r.ghz(), indent=2) + "\n")

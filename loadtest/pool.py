@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from loadtest import rest
 from loadtest.grpc_direct import STACK_ENV, Call, Fixture, drive_grpc, prepare
-from loadtest.rest import Result
+from loadtest.report import Result
+from loadtest.stack import private_stack
 
 WAIT = "catalytic_db_pool_wait_seconds"
 TIMEOUTS = "catalytic_db_pool_timeouts_total"
@@ -132,35 +132,29 @@ def main(argv: list[str] | None = None) -> int:
     if not all(1 <= size <= 90 for size in sizes) or not 0 < args.duration <= 120:
         parser.error("bounded: sizes 1..90 (PostgreSQL allows 100 connections), 0..120 s")
 
-    from devstack import Stack, StackPorts
-
     args.out.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="loadtest-") as tmp:
-        os.chmod(tmp, 0o755)  # noqa: S103 - PostgreSQL may run as another account
-        log = (lambda line: None) if os.environ.get("LOADTEST_QUIET") else print
-        with Stack(
-            tmp, StackPorts.free(), fast_postgres=True, extra_env=STACK_ENV, log=log
-        ) as stack:
-            with httpx.Client(base_url=stack.gateway_url, timeout=120) as client:
-                fx = prepare(client)
-                auth = {"authorization": f"Bearer {fx.token}"}
-                for number in range(100):
-                    client.post(
-                        "/v1/lattices",
-                        headers=auth,
-                        json={
-                            "name": f"p{number}",
-                            "dimensions": 1,
-                            "size": 2,
-                            "constant": {"value": 1},
-                        },
-                    ).raise_for_status()
-            loads = [
-                Call("GetLattice", "lattice", lattice_pb.GetLatticeRequest(id=fx.lattice_id), ""),
-                Call("ListLattices", "lattice", lattice_pb.ListLatticesRequest(page_size=100), ""),
-            ]
-            rows = asyncio.run(measure(stack, fx, loads, sizes, args))
+    log = (lambda line: None) if os.environ.get("LOADTEST_QUIET") else print
+    with private_stack(STACK_ENV, log) as stack:
+        with httpx.Client(base_url=stack.gateway_url, timeout=120, trust_env=False) as client:
+            fx = prepare(client)
+            auth = {"authorization": f"Bearer {fx.token}"}
+            for number in range(100):
+                client.post(
+                    "/v1/lattices",
+                    headers=auth,
+                    json={
+                        "name": f"p{number}",
+                        "dimensions": 1,
+                        "size": 2,
+                        "constant": {"value": 1},
+                    },
+                ).raise_for_status()
+        loads = [
+            Call("GetLattice", "lattice", lattice_pb.GetLatticeRequest(id=fx.lattice_id), ""),
+            Call("ListLattices", "lattice", lattice_pb.ListLatticesRequest(page_size=100), ""),
+        ]
+        rows = asyncio.run(measure(stack, fx, loads, sizes, args))
     print(
         f"\nmachine: {rest.machine()}; load average before "
         f"{' '.join(f'{x:.2f}' for x in load_before)}, after "

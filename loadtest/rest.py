@@ -13,21 +13,18 @@ import asyncio
 import json
 import os
 import platform
-import tempfile
 import time
 import uuid
-from collections import Counter
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 
-from loadtest import cpu, pgstats
+from loadtest import cpu, http1, pgstats
+from loadtest.report import Result, ceiling_rps
+from loadtest.stack import private_stack
 
-PERCENTILES = (10, 25, 50, 75, 90, 95, 99)
 TARGET_RPS = 1500
 TARGET_P99_MS = 50.0
 TARGET_CEILING_SHARE = 0.70
@@ -42,116 +39,11 @@ STACK_ENV = {
 }
 
 
-@dataclass
-class Result:
-    name: str
-    started: float
-    total_s: float = 0.0
-    latencies_ns: list[int] = field(default_factory=list)
-    statuses: Counter[str] = field(default_factory=Counter)
-    errors: Counter[str] = field(default_factory=Counter)
-    engine_ms: list[float] = field(default_factory=list)
-    first_failure: str = ""
-    # The status that counts as success: "200" over HTTP, "OK" over gRPC (loadtest/grpc_direct.py).
-    ok: str = "200"
-
-    @property
-    def count(self) -> int:
-        return len(self.latencies_ns) + sum(self.errors.values())
-
-    def percentile_ns(self, p: float) -> int:
-        data = sorted(self.latencies_ns)
-        if not data:
-            return 0
-        return data[min(len(data) - 1, max(0, round(p / 100 * len(data)) - 1))]
-
-    @property
-    def rps(self) -> float:
-        return self.count / self.total_s if self.total_s else 0.0
-
-    @property
-    def error_count(self) -> int:
-        bad = sum(n for code, n in self.statuses.items() if code != self.ok)
-        return bad + sum(self.errors.values())
-
-    def ghz(self) -> dict:
-        """ghz's JSON report fields; durations in nanoseconds."""
-        lat = self.latencies_ns
-        return {
-            "name": self.name,
-            "date": datetime.fromtimestamp(self.started, UTC).isoformat(),
-            "count": self.count,
-            "total": int(self.total_s * 1e9),
-            "average": int(sum(lat) / len(lat)) if lat else 0,
-            "fastest": min(lat) if lat else 0,
-            "slowest": max(lat) if lat else 0,
-            "rps": self.rps,
-            "latencyDistribution": [
-                {"percentage": p, "latency": self.percentile_ns(p)} for p in PERCENTILES
-            ],
-            "statusCodeDistribution": dict(self.statuses),
-            "errorDistribution": dict(self.errors),
-        }
-
-
-class Conn:
-    """One HTTP/1.1 keep-alive connection over raw asyncio streams."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def open(self) -> None:
-        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        self.reader = self.writer = None
-
-    async def request(self, raw: bytes) -> tuple[int, bytes]:
-        if self.writer is None:
-            await self.open()
-        assert self.reader is not None
-        assert self.writer is not None
-        self.writer.write(raw)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ", 2)[1])
-        headers = {}
-        for line in lines[1:]:
-            if ":" in line:
-                k, v = line.split(":", 1)
-                headers[k.strip().lower()] = v.strip()
-        if "content-length" in headers:
-            body = await self.reader.readexactly(int(headers["content-length"]))
-        elif headers.get("transfer-encoding", "").lower() == "chunked":
-            parts = []
-            while True:
-                size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
-                if size == 0:
-                    await self.reader.readuntil(b"\r\n")
-                    break
-                parts.append(await self.reader.readexactly(size))
-                await self.reader.readexactly(2)
-            body = b"".join(parts)
-        else:
-            body = b""
-        if headers.get("connection", "").lower() == "close":
-            self.close()
-        return status, body
-
-
 def raw_get(host: str, port: int, path: str, token: str | None, body: bytes | None = None) -> bytes:
     """The bytes of a GET (or, with a JSON `body`, a POST) request."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     method = "GET" if body is None else "POST"
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", "Accept: application/json"]
-    if token:
-        lines.append(f"Authorization: Bearer {token}")
-    if body is not None:
-        lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b"")
+    return http1.encode(method, f"{host}:{port}", path, headers, body)
 
 
 async def drive(
@@ -171,22 +63,23 @@ async def drive(
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     raw = raw_get(host, port, path, token, body)
     result = Result(name, time.time())
-    conns = [Conn(host, port) for _ in range(connections)]
+    conns = [http1.Conn(host, port) for _ in range(connections)]
     await asyncio.gather(*(c.open() for c in conns))
     issued = 0
     deadline = time.perf_counter() + duration
 
-    async def worker(conn: Conn) -> None:
+    async def worker(conn: http1.Conn) -> None:
         nonlocal issued
         while time.perf_counter() < deadline and (not max_requests or issued < max_requests):
             issued += 1
             t0 = time.perf_counter_ns()
             try:
-                status, body = await asyncio.wait_for(conn.request(raw), timeout=30)
-            except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+                reply = await asyncio.wait_for(conn.request(raw), timeout=30)
+            except http1.TRANSPORT_ERRORS as exc:
                 result.errors[type(exc).__name__] += 1
                 conn.close()
                 continue
+            status, body = reply.status, reply.body
             result.latencies_ns.append(time.perf_counter_ns() - t0)
             result.statuses[str(status)] += 1
             if status != 200 and not result.first_failure:
@@ -273,19 +166,41 @@ def machine() -> str:
 
 
 def print_table(results: list[Result], ceiling: Result | None) -> None:
+    ceiling_at = ceiling_rps(ceiling) if ceiling else None
     print(f"{'scenario':<34} {'rps':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'ceiling':>8}")
     for r in results:
-        share = f"{r.rps / ceiling.rps:.0%}" if ceiling and ceiling.rps else "-"
+        share = f"{r.rps / ceiling_at:.0%}" if ceiling_at else "-"
+        if r is ceiling and ceiling_at is None:
+            share = "invalid"
         print(
             f"{r.name:<34} {r.rps:>9.0f} {ms(r.percentile_ns(50)):>8} "
             f"{ms(r.percentile_ns(99)):>8} {r.error_count:>7} {share:>8}"
         )
 
 
+def ceiling_verdict(get: Result, ceiling: Result) -> tuple[str, bool, str]:
+    """The "share of the ceiling" check; a ceiling run with errors is no ceiling, so the share
+    is not judged (FAIL, saying why) rather than computed against a rate that was refused."""
+    ceiling_at = ceiling_rps(ceiling)
+    if ceiling_at is None:
+        return (
+            f"share of ceiling >= {TARGET_CEILING_SHARE:.0%}",
+            False,
+            f"the ceiling run is invalid: {ceiling.error_count} of {ceiling.count} requests "
+            f"failed ({dict(ceiling.statuses)}, {dict(ceiling.errors)}); a run with errors is "
+            "never a ceiling",
+        )
+    share = get.rps / ceiling_at
+    return (
+        f"{share:.0%} of ceiling >= {TARGET_CEILING_SHARE:.0%}",
+        share >= TARGET_CEILING_SHARE,
+        f"short by {TARGET_CEILING_SHARE - share:.0%} points",
+    )
+
+
 def verdicts(get: Result, ceiling: Result, path: Result | None) -> list[str]:
     out = []
     p99 = get.percentile_ns(99) / 1e6
-    share = get.rps / ceiling.rps if ceiling.rps else 0.0
     checks = [
         (
             f"rps {get.rps:.0f} >= {TARGET_RPS}",
@@ -298,11 +213,7 @@ def verdicts(get: Result, ceiling: Result, path: Result | None) -> list[str]:
             f"over by {p99 - TARGET_P99_MS:.2f} ms",
         ),
         (f"errors {get.error_count} == 0", get.error_count == 0, f"{get.error_count} errors"),
-        (
-            f"{share:.0%} of ceiling >= {TARGET_CEILING_SHARE:.0%}",
-            share >= TARGET_CEILING_SHARE,
-            f"short by {TARGET_CEILING_SHARE - share:.0%} points",
-        ),
+        ceiling_verdict(get, ceiling),
     ]
     if path is not None and path.engine_ms:
         outside = outside_share(path)
@@ -408,33 +319,23 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.connections <= 1024 or not 0 < args.duration <= 300:
         parser.error("bounded: 1..1024 connections, 0..300 s")
 
-    from devstack import Stack, StackPorts
-
     args.out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="loadtest-") as tmp:
-        os.chmod(tmp, 0o755)  # noqa: S103 - PostgreSQL may run as another account
-        log = (lambda line: None) if os.environ.get("LOADTEST_QUIET") else print
-        with Stack(
-            tmp,
-            StackPorts.free(),
-            fast_postgres=True,
-            extra_env=STACK_ENV,
-            postgres_settings=pgstats.SETTINGS if args.pg_stats else None,
-            log=log,
-        ) as stack:
-            url = stack.gateway_url
-            with httpx.Client(base_url=url, timeout=120) as client:
-                token = register_and_login(client)
-                ids = {"get": create_lattice(client, token, 10, 0.0)}
-                if not args.no_path:
-                    ids["path"] = create_path_lattice(client, token, args.path_size)
-            if args.pg_stats:
-                # After the set-up: the figures are those of the measured scenarios.
-                pgstats.enable(stack.database_admin_url)
-                pgstats.reset(stack.database_admin_url)
-            cpu_rows: dict[str, dict[str, float]] = {}
-            results = asyncio.run(run_all(args, url, token, ids, cpu_rows))
-            statements = pgstats.read(stack.database_admin_url) if args.pg_stats else []
+    log = (lambda line: None) if os.environ.get("LOADTEST_QUIET") else print
+    settings = pgstats.SETTINGS if args.pg_stats else None
+    with private_stack(STACK_ENV, log, postgres_settings=settings) as stack:
+        url = stack.gateway_url
+        with httpx.Client(base_url=url, timeout=120, trust_env=False) as client:
+            token = register_and_login(client)
+            ids = {"get": create_lattice(client, token, 10, 0.0)}
+            if not args.no_path:
+                ids["path"] = create_path_lattice(client, token, args.path_size)
+        if args.pg_stats:
+            # After the set-up: the figures are those of the measured scenarios.
+            pgstats.enable(stack.database_admin_url)
+            pgstats.reset(stack.database_admin_url)
+        cpu_rows: dict[str, dict[str, float]] = {}
+        results = asyncio.run(run_all(args, url, token, ids, cpu_rows))
+        statements = pgstats.read(stack.database_admin_url) if args.pg_stats else []
     get, ceiling = results[0], results[1]
     path = results[2] if len(results) > 2 else None
     paths = results[2:]

@@ -45,6 +45,7 @@ from google.protobuf import struct_pb2
 
 from devstack import Stack, StackPorts
 from gateway.render import DEFAULT_DESCRIPTOR
+from loadtest.stack import LOAD_GATEWAY_RATE_LIMIT_PER_S
 
 PATH = "/bench"
 _ANSWER = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok"
@@ -116,7 +117,7 @@ class Arrivals:
     connections: dict[asyncio.StreamWriter, asyncio.Task[None] | None] = field(default_factory=dict)
 
 
-async def _receive(
+async def receive(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, arrivals: Arrivals
 ) -> None:
     """One keep-alive connection: read each request whole, note it, answer 200."""
@@ -177,7 +178,7 @@ async def drive(stack: Stack, gateway_url: str, events: int, publishers: int, wa
     most from the first publication)."""
     arrivals = Arrivals(expected=events)
     server = await asyncio.start_server(
-        lambda reader, writer: _receive(reader, writer, arrivals), "127.0.0.1", 0, backlog=1024
+        lambda reader, writer: receive(reader, writer, arrivals), "127.0.0.1", 0, backlog=1024
     )
     port = server.sockets[0].getsockname()[1]
     with httpx.Client(base_url=gateway_url, timeout=10, trust_env=False) as gateway:
@@ -228,6 +229,7 @@ def run(
         ports=StackPorts.free(),
         fast_postgres=True,
         descriptor=Path(os.environ.get("GATEWAY_DESCRIPTOR") or DEFAULT_DESCRIPTOR),
+        gateway_rate_limit_per_s=LOAD_GATEWAY_RATE_LIMIT_PER_S,
         extra_env={
             "WEBHOOK_ALLOW_CIDRS": "127.0.0.0/8",
             "WEBHOOK_ENDPOINT_RATE_PER_S": "0",

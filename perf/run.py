@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import os
 import shutil
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from loadtest.rest import STACK_ENV as REST_STACK_ENV
+from loadtest.stack import LOAD_GATEWAY_RATE_LIMIT_PER_S
 from perf.model import Baseline, Benchmark, Measurement, judge
 from perf.store import TooNoisy, append_history, record, save_baselines
 
@@ -28,9 +28,6 @@ PLANT_VARIABLE = "PERF_PLANT_REGRESSION"
 # The budget of `make perf-check` (issue 15): reported with every run.
 BUDGET_S = 180.0
 
-# Envoy's backstop for the whole gateway (2,000 req/s by default) would answer part of a fast
-# machine's ceiling burst with 429: lifted, as the services' limits are.
-GATEWAY_RATE_LIMIT_PER_S = 1_000_000
 # The shared stack: loadtest's REST settings (rate limits out of the way, quiet logs) and
 # the webhook worker's of `python -m loadtest webhooks` (no per-endpoint limit, 128 in flight).
 STACK_ENV = {
@@ -90,11 +87,11 @@ class Session:
                 self._dir,
                 StackPorts.free(),
                 fast_postgres=True,
+                # Envoy's backstop (2,000 req/s by default) would answer part of a fast
+                # machine's ceiling burst with 429: lifted, as the services' limits are.
+                gateway_rate_limit_per_s=LOAD_GATEWAY_RATE_LIMIT_PER_S,
                 extra_env=STACK_ENV,
                 log=lambda line: None,
-            )
-            stack.envoy.config = dataclasses.replace(
-                stack.envoy.config, rate_limit_per_s=GATEWAY_RATE_LIMIT_PER_S
             )
             self._stack = stack.start()
             self.progress(f"stack up in {time.monotonic() - started:.1f} s")
