@@ -126,6 +126,8 @@ class Load:
     stopping: bool = False
     # The admin URL whose pg_stat_statements each window resets and reads; "" for none.
     pg_stats: str = ""
+    # Between two requests of a session; (0, 0): none (perf/seed.py's back-to-back journeys).
+    think_s: tuple[float, float] = THINK_S
 
     @property
     def authority(self) -> str:
@@ -316,8 +318,8 @@ class VirtualUser:
     ) -> dict[str, Any]:
         """Thinks, then sends one request and records it in the current window; Failed when
         it did not answer 200."""
-        if not self.first_request:
-            await asyncio.sleep(self.rng.uniform(*THINK_S))
+        if not self.first_request and self.load.think_s[1] > 0:
+            await asyncio.sleep(self.rng.uniform(*self.load.think_s))
         self.first_request = False
         if self.load.stopping:
             raise Failed("the run is over")

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Awaitable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -109,7 +110,7 @@ def register_and_login(client: httpx.Client) -> str:
     reply.raise_for_status()
     reply = client.post("/v1/auth/login", json={"email": email, "password": password})
     reply.raise_for_status()
-    return reply.json()["access_token"]
+    return str(reply.json()["access_token"])
 
 
 def path_query(size: int) -> str:
@@ -146,7 +147,7 @@ def create_lattice(
     )
     if reply.status_code != 200:
         raise RuntimeError(f"CreateLattice {reply.status_code}: {reply.text}")
-    return reply.json()["id"]
+    return str(reply.json()["id"])
 
 
 def ms(ns: float) -> str:
@@ -243,7 +244,7 @@ async def measured(cpu_rows: dict[str, dict[str, float]], scenario: Awaitable[Re
 
 
 async def run_all(
-    args: argparse.Namespace, url: str, token: str, ids: dict, cpu_rows: dict
+    args: argparse.Namespace, url: str, token: str, ids: dict[str, str], cpu_rows: dict[str, Any]
 ) -> list[Result]:
     results = []
     # Warm-up: connections, Envoy's JWT cache, the services' plan cache.

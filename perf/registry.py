@@ -9,6 +9,7 @@ from __future__ import annotations
 from perf.engine import EngineVsPeer
 from perf.model import Benchmark
 from perf.rest import RestVsCeiling
+from perf.seed import SeedVsCeiling
 from perf.webhooks import DeliveriesVsPublish
 
 BENCHMARKS: tuple[Benchmark, ...] = (
@@ -17,4 +18,5 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     EngineVsPeer("engine-dijkstra-field", "field/ours-dijkstra", "field/scipy"),
     RestVsCeiling("rest-get-vs-ceiling"),
     DeliveriesVsPublish("webhook-deliveries-vs-publish"),
+    SeedVsCeiling("seed-journeys-vs-ceiling"),
 )
