@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import uuid
@@ -12,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from services.auth import passwords
+from services.auth.membership import MemberRecord, default_tenant, parse_uuid
 from services.auth.tokens import TokenIssuer, hash_token, new_refresh_token
 from services.common.context import AUTH_METHOD_JWT, Principal
 from services.common.denylist import remaining_ttl
@@ -24,6 +26,9 @@ _EMAIL = re.compile(
 )
 OWNER = "owner"
 LOGIN_FAILED = "e-mail or password is incorrect"
+# Another tenant, one that does not exist, or one the user left: the same answer.
+TENANT_NOT_FOUND = "tenant_id: no tenant with this id has you as a member"
+NO_TENANT = "this account is no member of any tenant any more; accept an invitation to join one"
 # One answer for unknown, expired, revoked and reused refresh tokens: nothing to probe with.
 REFRESH_FAILED = "refresh token is invalid, expired or revoked"
 # Ours are 46 characters; anything much longer is not worth hashing.
@@ -41,7 +46,8 @@ class TenantRecord:
 
 @dataclass(frozen=True)
 class UserRecord:
-    """A user as stored; the hash never leaves the auth service."""
+    """A user as stored, or as a member of one tenant (`tenant_id` and `role` that
+    membership's); the hash never leaves the auth service."""
 
     id: str
     email: str
@@ -122,13 +128,17 @@ class AuthStore(Protocol):
     """Persistence the auth domain needs (PostgreSQL in production)."""
 
     async def create_tenant_with_owner(self, tenant: TenantRecord, user: UserRecord) -> None:
-        """Inserts both atomically; AlreadyExists when the e-mail is taken."""
+        """Inserts both, and the owner's membership, atomically; AlreadyExists when the e-mail
+        is taken."""
 
     async def find_user_by_email(self, email: str) -> UserRecord | None:
-        """The user with this (lower-cased) e-mail, in any tenant."""
+        """The user with this (lower-cased) e-mail, with the tenant it was created in."""
+
+    async def memberships_of(self, email: str) -> list[MemberRecord]:
+        """Every membership of the user with this e-mail, in any tenant."""
 
     async def get_user(self, tenant_id: str, user_id: str) -> UserRecord | None:
-        """The user, if it exists in that tenant."""
+        """The user as a member of that tenant; None when it is no member of it."""
 
     async def update_password_hash(self, tenant_id: str, user_id: str, password_hash: str) -> None:
         """Replaces a user's password hash."""
@@ -206,12 +216,16 @@ class Accounts:
         await self._store.create_tenant_with_owner(tenant, user)
         return user, tenant
 
-    async def login(self, email: str, password: str) -> TokenPair:
-        """Checks the password; unknown e-mail and wrong password fail alike, in like time."""
+    async def login(self, email: str, password: str, tenant_id: str = "") -> TokenPair:
+        """Checks the password; unknown e-mail and wrong password fail alike, in like time.
+
+        The pair is for `tenant_id`, or the user's default tenant when it is empty.
+        """
         if not email.strip():
             raise InvalidArgument("email", "is required")
         if not password:
             raise InvalidArgument("password", "is required")
+        wanted = parse_uuid("tenant_id", tenant_id, "tenant") if tenant_id else ""
         address = email.strip().lower()
         # Refused before the password is looked at; unknown addresses lock exactly like real
         # ones, so a lockout tells nothing about which e-mails exist.
@@ -227,7 +241,29 @@ class Accounts:
         if passwords.needs_rehash(user.password_hash):
             new_hash = await asyncio.to_thread(passwords.hash_password, password)
             await self._store.update_password_hash(user.tenant_id, user.id, new_hash)
-        return await self._issue_pair(user, family_id=str(uuid.uuid4()))
+        memberships = await self._store.memberships_of(user.email)
+        chosen = wanted or default_tenant(user.tenant_id, memberships)
+        membership = next((m for m in memberships if m.tenant_id == chosen), None)
+        if membership is None:
+            raise NotFound(TENANT_NOT_FOUND) if wanted else FailedPrecondition(NO_TENANT)
+        member = UserRecord(
+            id=user.id,
+            email=user.email,
+            tenant_id=membership.tenant_id,
+            role=membership.role,
+            created_at=user.created_at,
+        )
+        return await self._issue_pair(member, family_id=str(uuid.uuid4()))
+
+    async def switch_tenant(self, principal: Principal, tenant_id: str) -> TokenPair:
+        """A new pair (a new refresh family) for another tenant the caller belongs to."""
+        if principal.auth_method != AUTH_METHOD_JWT:
+            raise FailedPrecondition("switching tenants needs an access token, not an API key")
+        tenant_id = parse_uuid("tenant_id", tenant_id, "tenant")
+        member = await self._store.get_user(tenant_id, principal.user_id)
+        if member is None:
+            raise NotFound(TENANT_NOT_FOUND)
+        return await self._issue_pair(member, family_id=str(uuid.uuid4()))
 
     async def refresh(self, refresh_token: str) -> TokenPair:
         """Spends the refresh token for a new pair in its family.
@@ -290,11 +326,12 @@ class Accounts:
             )
 
     async def current_user(self, principal: Principal) -> UserRecord:
-        """The caller's own record."""
+        """The caller's own record, with the role the credential acts with (an API key's may be
+        below its creator's)."""
         user = await self._store.get_user(principal.tenant_id, principal.user_id)
         if user is None:
             raise NotFound("user not found")
-        return user
+        return dataclasses.replace(user, role=principal.role)
 
     async def _issue_pair(self, user: UserRecord, *, family_id: str) -> TokenPair:
         refresh = new_refresh_token()
@@ -308,7 +345,8 @@ class Accounts:
         return self._pair(user, refresh)
 
     def _pair(self, user: UserRecord, refresh_token: str) -> TokenPair:
-        # The role comes from the user's row, so a changed role holds from the next refresh.
+        # The role claim is the membership's when issued; the services read the current one on
+        # every call (the permission interceptor), so a change holds at once anyway.
         access = self._issuer.issue(user_id=user.id, tenant_id=user.tenant_id, role=user.role)
         return TokenPair(
             access_token=access.token, refresh_token=refresh_token, expires_in=access.expires_in

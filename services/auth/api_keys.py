@@ -1,8 +1,11 @@
 """Creating, listing and revoking a tenant's API keys: free of gRPC and SQL.
 
-Only owners and admins, signed in with an access token, create and revoke keys; an API key can
-never manage keys, so a leaked key cannot mint or destroy others. Keys act with the `member`
-role, whoever created them. Verifying keys is `services.common.api_keys`, used by every service.
+Only owners and admins, signed in with an access token, create and revoke keys (the permission
+table, services/common/permissions.py); an API key can never manage keys, so a leaked key
+cannot mint or destroy others. A key acts with the role chosen at its creation (`member` by
+default), never above its creator's: not at creation, and not later, since every call takes the
+lower of the key's role and its creator's current one. Verifying keys is
+`services.common.api_keys`, used by every service.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from services.auth.membership import parse_role
 from services.common.api_keys import generate_api_key
 from services.common.context import AUTH_METHOD_JWT, Principal
 from services.common.errors import (
@@ -24,9 +28,10 @@ from services.common.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from services.common.permissions import MEMBER, at_least
 
 KEY_MANAGER_ROLES = frozenset({"owner", "admin"})
-API_KEY_ROLE = "member"
+API_KEY_ROLE = MEMBER
 MAX_NAME_LENGTH = 100
 MAX_LIVE_KEYS_PER_TENANT = 100
 API_KEY_NOT_FOUND = "API key not found"
@@ -43,6 +48,7 @@ class ApiKeyRecord:
     prefix: str
     created_at: datetime
     last_used_at: datetime | None
+    role: str = API_KEY_ROLE
 
 
 @dataclass(frozen=True)
@@ -114,19 +120,26 @@ class ApiKeys:
         self._store = store
         self._revocations = revocations
 
-    async def create(self, principal: Principal, name: str) -> CreatedApiKey:
-        """A new key for the caller's tenant; the returned `key` is never available again."""
+    async def create(self, principal: Principal, name: str, role: str = "") -> CreatedApiKey:
+        """A new key for the caller's tenant acting with `role` (`member` when empty); the
+        returned `key` is never available again."""
         _require_key_manager(principal)
         name = name.strip()
         if not 1 <= len(name) <= MAX_NAME_LENGTH:
             raise InvalidArgument("name", f"must be 1 to {MAX_NAME_LENGTH} characters")
+        role = parse_role("role", role, default=API_KEY_ROLE)
+        if not at_least(principal.role, role):
+            raise PermissionDenied(
+                f"role: a key with role {role} requires role {role} or above; the caller is"
+                f" {principal.role}"
+            )
         # The prefix is random and unique; on a clash (AlreadyExists), draw a new key.
         for _ in range(_CREATE_ATTEMPTS - 1):
             with contextlib.suppress(AlreadyExists):
-                return await self._insert(principal, name)
-        return await self._insert(principal, name)
+                return await self._insert(principal, name, role)
+        return await self._insert(principal, name, role)
 
-    async def _insert(self, principal: Principal, name: str) -> CreatedApiKey:
+    async def _insert(self, principal: Principal, name: str, role: str) -> CreatedApiKey:
         generated = generate_api_key()
         row = NewApiKeyRow(
             id=str(uuid.uuid4()),
@@ -135,6 +148,7 @@ class ApiKeys:
             name=name,
             prefix=generated.prefix,
             secret_hash=generated.secret_hash,
+            role=role,
         )
         record = await self._store.insert_api_key(row, max_live=MAX_LIVE_KEYS_PER_TENANT)
         if record is None:

@@ -75,6 +75,8 @@ class AuthConfig:
     login_rate: Rate
     refresh_rate: Rate
     lockout: LockoutPolicy
+    # How long an invitation token works (INVITATION_TTL_S).
+    invitation_ttl_s: int = 7 * 24 * 3600
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AuthConfig:
@@ -88,6 +90,11 @@ class AuthConfig:
         if default_plan not in PLANS:
             raise ConfigError(
                 f"DEFAULT_PLAN must be one of {', '.join(PLANS)}, got {default_plan!r}"
+            )
+        invitation_ttl = env_int("INVITATION_TTL_S", 7 * 24 * 3600, environ=environ)
+        if not 300 <= invitation_ttl <= 30 * 24 * 3600:
+            raise ConfigError(
+                f"INVITATION_TTL_S must be 300..2592000 seconds (30 days), got {invitation_ttl}"
             )
         rate_limits = RateLimitConfig.from_env(environ)
         scale = rate_limits.multiplier
@@ -110,6 +117,7 @@ class AuthConfig:
                 "RATE_LIMIT_REFRESH_PER_MINUTE", 60, 60, multiplier=scale, environ=environ
             ),
             lockout=_lockout_policy(environ),
+            invitation_ttl_s=invitation_ttl,
         )
 
 

@@ -12,16 +12,21 @@ from catalytic.auth.v1 import auth_service_pb2_grpc as pb_grpc
 from services.auth.accounts import Accounts
 from services.auth.api_keys import ApiKeys
 from services.auth.config import AuthConfig, open_signing_keys
+from services.auth.invitations import Invitations
 from services.auth.lockout import LoginLockout
+from services.auth.members import Members
 from services.auth.servicer import AuthServicer
 from services.auth.store import PostgresAuthStore
+from services.auth.team_store import PostgresTeamStore
 from services.auth.tokens import TokenIssuer
+from services.common import permissions
 from services.common.access_tokens import AccessTokenVerifier
 from services.common.api_keys import ApiKeyVerifier
 from services.common.cache import open_redis
 from services.common.db import Database
 from services.common.denylist import Denylist
 from services.common.interceptors.auth import AuthInterceptor
+from services.common.interceptors.permissions import PermissionInterceptor
 from services.common.interceptors.ratelimit import (
     AddressLimit,
     RateLimitInterceptor,
@@ -29,15 +34,17 @@ from services.common.interceptors.ratelimit import (
 )
 from services.common.ratelimit import PostgresPlanSource, RateLimiter
 from services.common.revocations import PostgresRevocations
+from services.common.roles import MembershipCache, MembershipRoles
 from services.common.server import RunningService, build_server
 from services.common.wiring import open_database
 
 logger = logging.getLogger("catalytic.auth")
 
 SERVICE_NAME = "catalytic.auth.v1.AuthService"
-PUBLIC_METHODS = frozenset(
-    f"/{SERVICE_NAME}/{method}" for method in ("Register", "Login", "Refresh", "GetJwks")
-)
+# From the one table (services/common/permissions.py).
+PUBLIC_METHODS = permissions.methods(SERVICE_NAME, permissions.Access.PUBLIC)
+# Public, but a credential sent is verified: AcceptInvitation as the signed-in user.
+OPTIONAL_METHODS = permissions.methods(SERVICE_NAME, permissions.Access.OPTIONAL)
 
 
 async def create_server(config: AuthConfig) -> RunningService:
@@ -55,6 +62,7 @@ async def create_server(config: AuthConfig) -> RunningService:
         denylist = Denylist(redis, revocations)
         resources.push_async_callback(denylist.aclose)
         store = PostgresAuthStore(database)
+        lockout = LoginLockout(redis, config.lockout)
         accounts = Accounts(
             store,
             TokenIssuer(
@@ -65,7 +73,7 @@ async def create_server(config: AuthConfig) -> RunningService:
             ),
             denylist=denylist,
             revocations=revocations,
-            lockout=LoginLockout(redis, config.lockout),
+            lockout=lockout,
             default_plan=config.default_plan,
             refresh_ttl_s=config.refresh_token_ttl_s,
         )
@@ -74,7 +82,17 @@ async def create_server(config: AuthConfig) -> RunningService:
             return keys.jwks()
 
         verifier = AccessTokenVerifier(local_jwks, issuer=config.issuer, audience=config.audience)
-        servicer = AuthServicer(accounts, ApiKeys(store, denylist), keys)
+        team_store = PostgresTeamStore(database, store)
+        role_cache = MembershipCache(redis)
+        servicer = AuthServicer(
+            accounts,
+            ApiKeys(store, denylist),
+            keys,
+            members=Members(team_store, store, role_cache),
+            invitations=Invitations(
+                team_store, store, role_cache, lockout, ttl_s=config.invitation_ttl_s
+            ),
+        )
 
         def register(server: grpc.aio.Server) -> None:
             pb_grpc.add_AuthServiceServicer_to_server(servicer, server)
@@ -88,8 +106,12 @@ async def create_server(config: AuthConfig) -> RunningService:
                 verifier,
                 service=config.service.service_name,
                 public_methods=PUBLIC_METHODS,
+                optional_methods=OPTIONAL_METHODS,
                 denylist=denylist,
                 api_keys=ApiKeyVerifier(database),
+            ),
+            permission_interceptor=PermissionInterceptor(
+                [SERVICE_NAME], roles=MembershipRoles(redis, database)
             ),
             rate_limit_interceptor=rate_limits(config, RateLimiter(redis), database),
         )
@@ -112,5 +134,7 @@ def rate_limits(
             method("Register"): AddressLimit("register_ip", config.register_rate),
             method("Login"): AddressLimit("login_ip", config.login_rate),
             method("Refresh"): AddressLimit("refresh_ip", config.refresh_rate),
+            # It may check a password: limited like log-in, in a bucket of its own.
+            method("AcceptInvitation"): AddressLimit("accept_invitation_ip", config.login_rate),
         },
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,6 +13,7 @@ import psycopg
 
 from services.auth.accounts import RefreshTokenRecord, TenantRecord, UserRecord
 from services.auth.api_keys import ApiKeyRecord, NewApiKeyRow
+from services.auth.membership import MemberRecord
 from services.common.db import Connection, Database
 from services.common.errors import AlreadyExists
 
@@ -20,7 +22,16 @@ _REFRESH_COLUMNS = (
     "tenant_id::text, user_id::text, family_id::text, expires_at,"
     " spent_at IS NOT NULL AS spent, revoked_at IS NOT NULL AS revoked"
 )
-_API_KEY_COLUMNS = "id::text, name, prefix, created_at, last_used_at"
+_API_KEY_COLUMNS = "id::text, name, prefix, role, created_at, last_used_at"
+MEMBER_COLUMNS = "tenant_id::text, user_id::text, email, role, created_at AS joined_at"
+_INSERT_MEMBERSHIP = (
+    "INSERT INTO memberships (tenant_id, user_id, email, role, created_at, updated_at)"
+    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (tenant_id, user_id) DO NOTHING"
+)
+_INSERT_USER = (
+    "INSERT INTO users (id, tenant_id, email, password_hash, role, created_at)"
+    " VALUES (%s, %s, %s, %s, %s, %s)"
+)
 
 
 def _user(row: dict[str, Any]) -> UserRecord:
@@ -39,6 +50,7 @@ def _api_key(row: dict[str, Any]) -> ApiKeyRecord:
         id=row["id"],
         name=row["name"],
         prefix=row["prefix"],
+        role=row["role"],
         created_at=row["created_at"],
         last_used_at=row["last_used_at"],
     )
@@ -62,12 +74,21 @@ class _RefreshSession:
         return self._token
 
     async def owner(self) -> UserRecord | None:
+        # The member, in the token's tenant (the transaction's context): its role there.
         cur = await self._conn.execute(
-            f"SELECT {_USER_COLUMNS} FROM users WHERE id = %s",  # noqa: S608
+            f"SELECT {MEMBER_COLUMNS} FROM memberships WHERE user_id = %s",  # noqa: S608
             (self._locked().user_id,),
         )
         row = await cur.fetchone()
-        return _user(row) if row else None
+        if row is None:
+            return None
+        return UserRecord(
+            id=row["user_id"],
+            email=row["email"],
+            tenant_id=row["tenant_id"],
+            role=row["role"],
+            created_at=row["joined_at"],
+        )
 
     async def replace(self, successor_hash: str) -> None:
         token = self._locked()
@@ -109,18 +130,7 @@ class PostgresAuthStore:
                     "INSERT INTO tenants (id, name, plan) VALUES (%s, %s, %s)",
                     (tenant.id, tenant.name, tenant.plan),
                 )
-                await conn.execute(
-                    "INSERT INTO users (id, tenant_id, email, password_hash, role, created_at)"
-                    " VALUES (%s, %s, %s, %s, %s, %s)",
-                    (
-                        user.id,
-                        tenant.id,
-                        user.email,
-                        user.password_hash,
-                        user.role,
-                        user.created_at,
-                    ),
-                )
+                await insert_member(conn, user)
         except psycopg.errors.UniqueViolation as exc:
             raise AlreadyExists("an account with this e-mail already exists") from exc
 
@@ -134,14 +144,60 @@ class PostgresAuthStore:
             row = await cur.fetchone()
         return _user(row) if row else None
 
+    async def memberships_of(self, email: str) -> list[MemberRecord]:
+        # The memberships_login_lookup policy admits exactly this e-mail's memberships.
+        async with self._db.lookup_transaction(member_email=email) as conn:
+            cur = await conn.execute(
+                f"SELECT {MEMBER_COLUMNS} FROM memberships WHERE email = %s",  # noqa: S608
+                (email,),
+            )
+            rows = await cur.fetchall()
+        return [MemberRecord(**row) for row in rows]
+
+    async def tenants_of(self, email: str) -> list[tuple[TenantRecord, MemberRecord]]:
+        """Every tenant the user with this e-mail belongs to, with the membership."""
+        found: list[tuple[TenantRecord, MemberRecord]] = []
+        async with self._db.lookup_transaction(member_email=email) as conn:
+            cur = await conn.execute(
+                f"SELECT {MEMBER_COLUMNS} FROM memberships WHERE email = %s"  # noqa: S608
+                " ORDER BY created_at, tenant_id",
+                (email,),
+            )
+            members = [MemberRecord(**row) for row in await cur.fetchall()]
+            for member in members:
+                # Each tenant's row in its own context: the user is a member of each.
+                await conn.execute(
+                    "SELECT set_config('app.tenant_id', %s, true)", (member.tenant_id,)
+                )
+                cur = await conn.execute(
+                    "SELECT id::text, name, plan FROM tenants WHERE id = %s", (member.tenant_id,)
+                )
+                row = await cur.fetchone()
+                if row is not None:
+                    found.append((TenantRecord(**row), member))
+        return found
+
     async def get_user(self, tenant_id: str, user_id: str) -> UserRecord | None:
         async with self._db.tenant_transaction(tenant_id) as conn:
             cur = await conn.execute(
-                f"SELECT {_USER_COLUMNS} FROM users WHERE id = %s",  # noqa: S608
-                (user_id,),
+                "SELECT email, role FROM memberships WHERE user_id = %s", (user_id,)
+            )
+            member = await cur.fetchone()
+            if member is None:
+                return None
+            # The users row may belong to another tenant (where the account was created): read
+            # it through the log-in policy, by the member's e-mail.
+            await conn.execute(
+                "SELECT set_config('app.lookup_email', %s, true)", (member["email"],)
+            )
+            cur = await conn.execute(
+                f"SELECT {_USER_COLUMNS} FROM users WHERE email = %s AND id = %s",  # noqa: S608
+                (member["email"], user_id),
             )
             row = await cur.fetchone()
-        return _user(row) if row else None
+        if row is None:
+            return None
+        return dataclasses.replace(_user(row), tenant_id=tenant_id, role=member["role"])
 
     async def update_password_hash(self, tenant_id: str, user_id: str, password_hash: str) -> None:
         async with self._db.tenant_transaction(tenant_id) as conn:
@@ -259,3 +315,17 @@ class PostgresAuthStore:
                 (key_id,),
             )
             yield await cur.fetchone() is not None
+
+
+async def insert_member(conn: Connection, user: UserRecord) -> None:
+    """Inserts a new user (created in `user.tenant_id`, the transaction's tenant) and its
+    membership there; the membership first, so that 0012's trigger, which does the same for
+    release N-1's inserts, finds it."""
+    await conn.execute(
+        _INSERT_MEMBERSHIP,
+        (user.tenant_id, user.id, user.email, user.role, user.created_at, user.created_at),
+    )
+    await conn.execute(
+        _INSERT_USER,
+        (user.id, user.tenant_id, user.email, user.password_hash, user.role, user.created_at),
+    )

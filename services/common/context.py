@@ -53,3 +53,9 @@ def current_principal() -> Principal:
     if principal is None:
         raise Unauthenticated("authentication required")
     return principal
+
+
+def optional_principal() -> Principal | None:
+    """The authenticated caller, or None when the RPC was called without a credential (an
+    RPC whose credential is optional)."""
+    return _principal.get()

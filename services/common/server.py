@@ -102,6 +102,7 @@ async def build_server(
     register: Callable[[grpc.aio.Server], None],
     resources: contextlib.AsyncExitStack | None = None,
     auth_interceptor: RpcInterceptor | None = None,
+    permission_interceptor: RpcInterceptor | None = None,
     rate_limit_interceptor: RpcInterceptor | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> RunningService:
@@ -110,13 +111,21 @@ async def build_server(
     `register` adds the service's servicers; `service_names` are their full names
     (e.g. "catalytic.auth.v1.AuthService"), reported by health and reflection. The process's
     catalytic_build_info is set for the service here.
+
+    A server with an `auth_interceptor` must have a `permission_interceptor` too: who may call
+    what is checked by every service (services/common/permissions.py).
     """
+    if auth_interceptor is not None and permission_interceptor is None:
+        raise ValueError("an authenticating server needs a permission interceptor")
     stack = resources if resources is not None else contextlib.AsyncExitStack()
     # Off the loop: the first call may ask git (once per process).
     await asyncio.to_thread(record_build_info, config.service_name, config.git_sha)
     server = grpc.aio.server(
         interceptors=default_interceptors(
-            config.service_name, auth=auth_interceptor, rate_limit=rate_limit_interceptor
+            config.service_name,
+            auth=auth_interceptor,
+            permissions=permission_interceptor,
+            rate_limit=rate_limit_interceptor,
         ),
         options=_server_options(max_message_bytes),
     )

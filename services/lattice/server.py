@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import grpc
 from catalytic.lattice.v1 import lattice_service_pb2_grpc as pb_grpc
 
+from services.common import permissions
 from services.common.access_tokens import AccessTokenVerifier
 from services.common.api_keys import ApiKeyVerifier
 from services.common.cache import open_redis
@@ -16,10 +17,12 @@ from services.common.config import ServiceConfig
 from services.common.denylist import Denylist
 from services.common.grpc_client import channel_options
 from services.common.interceptors.auth import AuthInterceptor
+from services.common.interceptors.permissions import PermissionInterceptor, RoleSource
 from services.common.interceptors.ratelimit import RateLimitInterceptor, rate_limit_interceptor
 from services.common.internal_auth import INTERNAL_TOKEN_VARIABLE
 from services.common.ratelimit import PostgresPlanSource, RateLimiter, TenantPlans
 from services.common.revocations import PostgresRevocations
+from services.common.roles import MembershipRoles
 from services.common.server import RunningService, build_server
 from services.common.wiring import open_database, remote_token_verifier
 from services.lattice import metrics
@@ -40,8 +43,8 @@ from services.lattice.store import PostgresLatticeStore
 logger = logging.getLogger("catalytic.lattice")
 
 SERVICE_NAME = "catalytic.lattice.v1.LatticeService"
-# Every lattice RPC acts for a tenant, so none is public.
-PUBLIC_METHODS: frozenset[str] = frozenset()
+# From the one table (services/common/permissions.py): none, every lattice RPC acts for a tenant.
+PUBLIC_METHODS = permissions.methods(SERVICE_NAME, permissions.Access.PUBLIC)
 # A `values` fill of the largest lattice is 64 MiB; the rest of a request is tiny.
 MAX_MESSAGE_BYTES = MAX_VERTICES * BYTES_PER_VERTEX + 1024 * 1024
 RELAY_RECONNECT = [
@@ -135,6 +138,7 @@ async def create_server(config: LatticeConfig) -> RunningService:
             resources=resources,
             denylist=denylist,
             api_keys=ApiKeyVerifier(database),
+            roles=MembershipRoles(redis, database),
             rate_limit=rate_limit_interceptor(
                 config.service.service_name,
                 RateLimiter(redis),
@@ -155,13 +159,15 @@ async def start_server(
     resources: contextlib.AsyncExitStack | None = None,
     denylist: Denylist | None = None,
     api_keys: ApiKeyVerifier | None = None,
+    roles: RoleSource | None = None,
     rate_limit: RateLimitInterceptor | None = None,
 ) -> RunningService:
     """The server around a ready domain (or a Catalog, with its own operations); unit tests
     call this with a fake store.
 
-    create_server always passes `denylist` and `api_keys` (see AuthInterceptor), and
-    `rate_limit` (the per-tenant limits, which need Redis and PostgreSQL).
+    create_server always passes `denylist` and `api_keys` (see AuthInterceptor), `roles` (see
+    PermissionInterceptor), and `rate_limit` (the per-tenant limits, which need Redis and
+    PostgreSQL).
     """
     if isinstance(domain, Catalog):
         domain = Domain.of(domain)
@@ -182,6 +188,7 @@ async def start_server(
             denylist=denylist,
             api_keys=api_keys,
         ),
+        permission_interceptor=PermissionInterceptor([SERVICE_NAME], roles=roles),
         rate_limit_interceptor=rate_limit,
         max_message_bytes=MAX_MESSAGE_BYTES,
     )

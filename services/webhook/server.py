@@ -12,6 +12,7 @@ from contextlib import AbstractAsyncContextManager
 import grpc
 from catalytic.webhook.v1 import webhook_service_pb2_grpc as pb_grpc
 
+from services.common import permissions
 from services.common.access_tokens import AccessTokenVerifier
 from services.common.api_keys import ApiKeyVerifier
 from services.common.cache import open_redis
@@ -19,11 +20,13 @@ from services.common.config import ServiceConfig
 from services.common.denylist import Denylist
 from services.common.interceptors.auth import AuthInterceptor
 from services.common.interceptors.base import Context, RpcInterceptor
+from services.common.interceptors.permissions import PermissionInterceptor, RoleSource
 from services.common.interceptors.ratelimit import RateLimitInterceptor, rate_limit_interceptor
 from services.common.internal_auth import InternalToken
 from services.common.keys.config import open_ring
 from services.common.ratelimit import PostgresPlanSource, RateLimiter
 from services.common.revocations import PostgresRevocations
+from services.common.roles import MembershipRoles
 from services.common.server import RunningService, build_server
 from services.common.wiring import open_database, remote_token_verifier
 from services.webhook.config import DeliveryConfig, WebhookConfig
@@ -46,10 +49,11 @@ from services.webhook.worker import DeliveryWorker
 logger = logging.getLogger("catalytic.webhook")
 
 SERVICE_NAME = "catalytic.webhook.v1.WebhookService"
-# Every webhook RPC acts for a tenant or a calling service, so none is public.
-PUBLIC_METHODS: frozenset[str] = frozenset()
+# From the one table (services/common/permissions.py). None is public: every webhook RPC acts
+# for a tenant or a calling service.
+PUBLIC_METHODS = permissions.methods(SERVICE_NAME, permissions.Access.PUBLIC)
 # Called by other services with INTERNAL_TOKEN, never by tenants (the gateway blocks them too).
-INTERNAL_METHODS = frozenset({f"/{SERVICE_NAME}/PublishEvent"})
+INTERNAL_METHODS = permissions.methods(SERVICE_NAME, permissions.Access.INTERNAL)
 
 
 class TenantCallsOnly(RpcInterceptor):
@@ -148,6 +152,7 @@ async def create_server(
             resources=resources,
             denylist=denylist,
             api_keys=ApiKeyVerifier(database),
+            roles=MembershipRoles(redis, database),
             rate_limit=rate_limit_interceptor(
                 config.service.service_name,
                 RateLimiter(redis),
@@ -216,13 +221,14 @@ async def start_server(
     resources: contextlib.AsyncExitStack | None = None,
     denylist: Denylist | None = None,
     api_keys: ApiKeyVerifier | None = None,
+    roles: RoleSource | None = None,
     rate_limit: RateLimitInterceptor | None = None,
 ) -> RunningService:
     """The server around ready domain objects; unit tests call this with fake stores.
 
     create_server always passes `internal_token` (without it PublishEvent refuses everyone),
-    `denylist` and `api_keys` (see AuthInterceptor), and `rate_limit` (the per-tenant limits,
-    which need Redis and PostgreSQL).
+    `denylist` and `api_keys` (see AuthInterceptor), `roles` (see PermissionInterceptor), and
+    `rate_limit` (the per-tenant limits, which need Redis and PostgreSQL).
     """
     servicer = WebhookServicer(endpoints, deliveries)
 
@@ -243,6 +249,7 @@ async def start_server(
             internal_methods=INTERNAL_METHODS,
             internal_token=internal_token,
         ),
+        permission_interceptor=PermissionInterceptor([SERVICE_NAME], roles=roles),
         rate_limit_interceptor=TenantCallsOnly(rate_limit, INTERNAL_METHODS)
         if rate_limit is not None
         else None,

@@ -27,15 +27,18 @@ def default_interceptors(
     service_name: str,
     *,
     auth: RpcInterceptor | None = None,
+    permissions: RpcInterceptor | None = None,
     rate_limit: RpcInterceptor | None = None,
 ) -> list[grpc.aio.ServerInterceptor]:
-    """The chain, outermost first: request context, access log, metrics, errors, auth, then
-    rate limits; run as one InterceptorChain (one interceptor for grpc, see chain.py).
+    """The chain, outermost first: request context, access log, metrics, errors, auth,
+    permissions, then rate limits; run as one InterceptorChain (one interceptor for grpc, see
+    chain.py).
 
     Auth sits inside the error interceptor so that the Unauthenticated/PermissionDenied it
     raises go through the one status table like any other domain error, and inside logging and
-    metrics so that rejected calls are logged and counted with their real code. Rate limits
-    come after auth because the tenant limit needs the caller's Principal.
+    metrics so that rejected calls are logged and counted with their real code. Permissions
+    need the Principal auth sets; a call they refuse costs the tenant no rate-limit token.
+    Rate limits come after auth because the tenant limit needs the caller's Principal.
 
     Every request is then checked for NUL characters in its strings (request_strings.py):
     after auth and rate limits, like the handler's own validation, and inside the error
@@ -47,5 +50,5 @@ def default_interceptors(
         MetricsInterceptor(service_name),
         ErrorInterceptor(),
     ]
-    chain.extend(extra for extra in (auth, rate_limit) if extra is not None)
+    chain.extend(extra for extra in (auth, permissions, rate_limit) if extra is not None)
     return [InterceptorChain(chain, check_request=refuse_nul_characters)]

@@ -4,6 +4,8 @@ A credential is `authorization: Bearer <access token>` or `x-api-key: <API key>`
 Access tokens are verified locally (signature, claims) and then checked against the Redis
 denylist; API keys are verified against PostgreSQL (briefly cached) and their revocation marker.
 Internal methods (service to service) take only the shared `x-internal-token` instead.
+Optional methods are public, but a credential sent to them is verified like anywhere else.
+What the authenticated caller may do is the permission interceptor's (permissions.py).
 """
 
 from __future__ import annotations
@@ -24,9 +26,8 @@ from services.common.denylist import Denylist
 from services.common.errors import InvalidArgument, PermissionDenied, Unauthenticated, Unavailable
 from services.common.interceptors.base import Context, RpcInterceptor
 from services.common.internal_auth import METADATA_KEY, SERVICE_PRINCIPAL, InternalToken
+from services.common.permissions import ALWAYS_PUBLIC_PREFIXES
 
-# Infrastructure RPCs that never carry tenant data.
-ALWAYS_PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 BEARER = "bearer "
 AUTHORIZATION = "authorization"
 API_KEY = "x-api-key"
@@ -62,6 +63,7 @@ class AuthInterceptor(RpcInterceptor):
         api_keys: ApiKeyVerifier | None = None,
         internal_methods: Collection[str] = (),
         internal_token: InternalToken | None = None,
+        optional_methods: Collection[str] = (),
     ) -> None:
         self._verifier = verifier
         self._public = frozenset(public_methods)
@@ -69,6 +71,7 @@ class AuthInterceptor(RpcInterceptor):
         self._api_keys = api_keys
         self._internal = frozenset(internal_methods)
         self._internal_token = internal_token
+        self._optional = frozenset(optional_methods)
         # Every outcome exported from the start (0), bound once: a call costs one increment.
         self._outcomes = {
             outcome: TOKEN_VERIFICATIONS.labels(service, outcome) for outcome in TOKEN_OUTCOMES
@@ -82,6 +85,8 @@ class AuthInterceptor(RpcInterceptor):
         # Raised errors reach the error interceptor (outside this one) and its status table.
         if method in self._internal:
             self._authenticate_internal(context)
+        elif method in self._optional:
+            await self._authenticate(context, required=False)
         elif not self._is_public(method):
             await self._authenticate(context)
         yield
@@ -101,7 +106,7 @@ class AuthInterceptor(RpcInterceptor):
             raise Unauthenticated(f"{METADATA_KEY} is not valid")
         request_context.set_principal(SERVICE_PRINCIPAL)
 
-    async def _authenticate(self, context: Context) -> None:
+    async def _authenticate(self, context: Context, *, required: bool = True) -> None:
         headers: dict[str, list[str]] = {AUTHORIZATION: [], API_KEY: []}
         for key, value in context.invocation_metadata() or ():
             if key in headers and isinstance(value, str):
@@ -118,7 +123,7 @@ class AuthInterceptor(RpcInterceptor):
             await self._authenticate_api_key(api_key.strip())
         elif authorization:
             await self._authenticate_bearer(authorization)
-        else:
+        elif required:
             raise Unauthenticated(
                 "authentication required: send authorization: Bearer <token> or x-api-key"
             )
