@@ -76,7 +76,26 @@ def _first_sentence(text: str) -> str:
 def _credential(operation: JSON) -> str:
     if operation.get("security") == []:
         return "none (public)"
-    return "`authorization: Bearer <access token>` or `x-api-key: <API key>`"
+    if {} in operation.get("security", []):
+        return "none, or `authorization: Bearer <access token>` (see below)"
+    role = str(operation.get("x-required-role", ""))
+    if "no API keys" in role:
+        return f"`authorization: Bearer <access token>`; role {role.split(',')[0]}"
+    return (
+        "`authorization: Bearer <access token>` or `x-api-key: <API key>`; "
+        f"role {role} (an API key: its own role or its creator's, whichever is lower)"
+    )
+
+
+def _credential_cell(operation: JSON) -> str:
+    """The routes index's short form of the credential."""
+    if operation.get("security") == []:
+        return "none"
+    if {} in operation.get("security", []):
+        return "none, or token"
+    role = str(operation.get("x-required-role", ""))
+    kinds = "token" if "no API keys" in role else "token or API key"
+    return f"{kinds}; {role.split(',')[0]}"
 
 
 def route_block(
@@ -148,7 +167,7 @@ def routes_block(document: JSON, tag: str, headings: Mapping[str, str]) -> str:
         if tag in op["tags"]:
             route = f"{verb.upper()} {path}"
             text, _ = _prose(op)
-            public = "none" if op.get("security") == [] else "token or API key"
+            public = _credential_cell(op)
             name = f"[`{route}`](#{slug(headings[route])})" if route in headings else f"`{route}`"
             rows.append((route, f"| {name} | {cell(_first_sentence(text))} | {public} |"))
     order = list(headings)

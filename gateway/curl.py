@@ -43,7 +43,9 @@ def command(examples: Examples, verb: str, path: str, operation: JSON) -> str:
     if verb != "get" and body is None:
         parts[0] += f" -X {verb.upper()}"
     parts[0] += f' "{url}"'
-    if operation.get("security") != []:
+    security = operation.get("security")
+    # Public routes need none; where a credential is optional, the example goes without.
+    if security != [] and {} not in (security or []):
         parts.append(AUTH_HEADER)
     if body is not None:
         payload = examples.body(body["content"]["application/json"]["schema"])

@@ -1,7 +1,8 @@
 """Example values for the API documents' curl examples, built from the OpenAPI schemas.
 
 A field gets the value named for it in `FIELD_EXAMPLES` (values a service accepts, so the
-examples run as written), else one made from its type. A oneof contributes only its first
+examples run as written) under `Message.field` or else under its name alone, else one made
+from its type. A oneof contributes only its first
 member; a field whose example is `None` (continuation tokens, optional concurrency checks) is
 left out.
 """
@@ -37,6 +38,13 @@ FIELD_EXAMPLES: Mapping[str, object] = {
     "event_types": ["lattice.created"],
     "description": "billing",
     "ordered": False,
+    "role": "member",
+    "token": "$INVITATION_TOKEN",
+    "invited_by": None,
+    # Log-in's default tenant needs none; switching names the other tenant.
+    "LoginRequest.tenant_id": None,
+    "SwitchTenantRequest.tenant_id": "$TENANT_ID",
+    "CreateInvitationRequest.email": "grace@example.com",
 }
 _BY_TYPE: Mapping[str, object] = {
     "string": "example",
@@ -69,10 +77,11 @@ class Examples:
         """An example for a path or query parameter; None: leave it out."""
         return self.value(schema, name.rsplit(".", 1)[-1], 0)
 
-    def value(self, schema: JSON, name: str, depth: int) -> object | None:
+    def value(self, schema: JSON, name: str, depth: int, owner: str = "") -> object | None:
         schema = self.resolve(schema)
-        if name in FIELD_EXAMPLES and _fits(FIELD_EXAMPLES[name], schema):
-            return FIELD_EXAMPLES[name]
+        for key in (f"{owner}.{name}", name):
+            if key in FIELD_EXAMPLES and _fits(FIELD_EXAMPLES[key], schema):
+                return FIELD_EXAMPLES[key]
         if "enum" in schema:
             names = [str(v) for v in schema["enum"]]
             return next((v for v in names if not v.endswith("UNSPECIFIED")), names[0])
@@ -96,11 +105,12 @@ class Examples:
 
     def message(self, schema: JSON, depth: int) -> JSON:
         skipped = {member for group in oneof_groups(schema) for member in group[1:]}
+        owner = str(schema.get("title", ""))
         out: JSON = {}
         for name, field_schema in schema["properties"].items():
             if name in skipped:
                 continue
-            value = self.value(field_schema, name, depth + 1)
+            value = self.value(field_schema, name, depth + 1, owner)
             if value is not None:
                 out[name] = value
         return out

@@ -27,26 +27,41 @@ from google.protobuf.message import DecodeError
 
 from gateway import schema
 from gateway.render import DEFAULT_DESCRIPTOR, TRANSCODED_SERVICES
+from services.common.permissions import RULES, Access
 
 FieldType = descriptor_pb2.FieldDescriptorProto
 JSON = dict[str, Any]
 
 OPENAPI_VERSION = "3.1.0"
 API_VERSION = "v1"
-# The RPCs that take no credential (services/auth/server.py PUBLIC_METHODS; a unit test keeps the
-# two lists equal).
-PUBLIC_RPCS = frozenset(
-    f"catalytic.auth.v1.AuthService.{name}" for name in ("Register", "Login", "Refresh", "GetJwks")
+
+
+def _rpc_name(method: str) -> str:
+    """`/package.Service/Method` -> `package.Service.Method`."""
+    return method.strip("/").replace("/", ".")
+
+
+# Who may call each RPC: the services' own table (services/common/permissions.py).
+PERMISSIONS = {_rpc_name(method): rule for method, rule in RULES.items()}
+# The RPCs that take no credential, and those that take one if sent (AcceptInvitation).
+PUBLIC_RPCS = frozenset(rpc for rpc, rule in PERMISSIONS.items() if rule.access is Access.PUBLIC)
+OPTIONAL_RPCS = frozenset(
+    rpc for rpc, rule in PERMISSIONS.items() if rule.access is Access.OPTIONAL
 )
+_AUTH = "catalytic.auth.v1.AuthService."
 # Public RPCs that check a credential in their body (a wrong password, a spent refresh token).
-CREDENTIAL_RPCS = frozenset(
-    f"catalytic.auth.v1.AuthService.{name}" for name in ("Login", "Refresh")
+CREDENTIAL_RPCS = frozenset(_AUTH + name for name in ("Login", "Refresh", "AcceptInvitation"))
+# RPCs without path variables that can answer NOT_FOUND.
+NOT_FOUND_RPCS = frozenset(
+    _AUTH + name for name in ("GetCurrentUser", "Login", "SwitchTenant", "AcceptInvitation")
 )
 # RPCs that can answer ALREADY_EXISTS or ABORTED (both 409 through the transcoder).
 CONFLICT_RPCS = frozenset(
     {
-        "catalytic.auth.v1.AuthService.Register",
-        "catalytic.auth.v1.AuthService.CreateApiKey",
+        _AUTH + "Register",
+        _AUTH + "CreateApiKey",
+        _AUTH + "CreateInvitation",
+        _AUTH + "AcceptInvitation",
         "catalytic.lattice.v1.LatticeService.TransformLattice",
     }
 )
@@ -388,6 +403,13 @@ class _Builder:
         op["responses"] = self.responses(rpc, method, verb, bool(variables), bool(body))
         if rpc in PUBLIC_RPCS:
             op["security"] = []
+        elif rpc in OPTIONAL_RPCS:
+            # Anonymous, or signed in with an access token (`{}`: no credential at all).
+            op["security"] = [{}, {"bearerAuth": []}]
+        rule = PERMISSIONS.get(rpc)
+        if rule is not None:
+            # The role the services require (PERMISSION_DENIED below it), for people and tools.
+            op["x-required-role"] = rule.describe()
         return op
 
     def body_schema(self, request: str, bound: frozenset[str]) -> JSON:
@@ -490,7 +512,7 @@ class _Builder:
             codes += [401, 403]
         elif rpc in CREDENTIAL_RPCS:
             codes.append(401)
-        if has_path_variables or rpc == "catalytic.auth.v1.AuthService.GetCurrentUser":
+        if has_path_variables or rpc in NOT_FOUND_RPCS:
             codes.append(404)
         if rpc in CONFLICT_RPCS:
             codes.append(409)

@@ -169,7 +169,7 @@ def test_cors_preflight_from_an_allowed_origin_needs_no_credential(
     assert 200 <= reply.status_code < 300, reply.text
     assert reply.headers["access-control-allow-origin"] == allowed_origin
     methods = reply.headers["access-control-allow-methods"]
-    assert {"GET", "POST", "DELETE"} <= {method.strip() for method in methods.split(",")}
+    assert {"GET", "POST", "PATCH", "DELETE"} <= {method.strip() for method in methods.split(",")}
     allowed = reply.headers["access-control-allow-headers"].lower()
     assert "authorization" in allowed
     assert "x-api-key" in allowed

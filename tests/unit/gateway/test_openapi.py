@@ -24,6 +24,16 @@ CONTRACT_ROUTES = {
     ("post", "/v1/api-keys"),
     ("get", "/v1/api-keys"),
     ("delete", "/v1/api-keys/{id}"),
+    # Teams (issue 16, ADR 63).
+    ("post", "/v1/auth/switch-tenant"),
+    ("get", "/v1/users/me/tenants"),
+    ("post", "/v1/invitations"),
+    ("get", "/v1/invitations"),
+    ("delete", "/v1/invitations/{id}"),
+    ("post", "/v1/invitations/accept"),
+    ("get", "/v1/members"),
+    ("patch", "/v1/members/{user_id}"),
+    ("delete", "/v1/members/{user_id}"),
     ("post", "/v1/lattices"),
     ("post", "/v1/lattices/create"),
     ("get", "/v1/lattices/{id}"),
@@ -98,14 +108,18 @@ def test_public_routes_need_no_credential(doc: dict[str, Any]) -> None:
         ("post", "/v1/auth/refresh"),
         ("get", "/.well-known/jwks.json"),
     }
-    assert doc["security"] == [{"bearerAuth": []}, {"apiKeyAuth": []}]
-    schemes = doc["components"]["securitySchemes"]
-    assert schemes["bearerAuth"] == {**schemes["bearerAuth"], "type": "http", "scheme": "bearer"}
-    assert schemes["apiKeyAuth"]["in"] == "header"
-    assert schemes["apiKeyAuth"]["name"] == "x-api-key"
-    checks_a_credential = {("post", "/v1/auth/login"), ("post", "/v1/auth/refresh")}
-    for key, op in operations(doc).items():
-        assert ("401" in op["responses"]) == (key not in public - checks_a_credential), key
+    optional = {key for key, op in operations(doc).items() if {} in op.get("security", [])}
+    assert optional == {("post", "/v1/invitations/accept")}
+
+
+def test_every_operation_names_the_role_the_services_require(doc: dict[str, Any]) -> None:
+    from services.common.permissions import RULES
+
+    for (verb, path), op in operations(doc).items():
+        service, _, name = apidocs._prose(op)[1].rpartition(".")
+        method = f"/{service}/{name}"
+        assert method in RULES, f"{verb.upper()} {path}: {method} has no permission rule"
+        assert op["x-required-role"] == RULES[method].describe(), (verb, path)
 
 
 def test_proto3_json_mapping(doc: dict[str, Any]) -> None:
