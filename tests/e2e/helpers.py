@@ -89,3 +89,43 @@ def eventually(condition: Callable[[], object], within: float, what: str) -> Non
     while not condition():
         assert time.monotonic() < deadline, f"not within {within} s: {what}"
         time.sleep(0.05)
+
+
+def log_in(gateway: httpx.Client, email: str, password: str, tenant_id: str = "") -> Any:
+    """A token pair (the JSON answer of log-in), for `tenant_id` or the default tenant."""
+    body = {"email": email, "password": password}
+    if tenant_id:
+        body["tenant_id"] = tenant_id
+    reply = gateway.post("/v1/auth/login", json=body)
+    assert reply.status_code == 200, reply.text
+    return reply.json()
+
+
+def invite(gateway: httpx.Client, inviter: Tenant, email: str = "", role: str = "member") -> Any:
+    """The answer of an invitation ({invitation, token}) to `email` (a fresh one when empty)."""
+    email = email or f"e2e-invitee-{uuid.uuid4().hex[:12]}@example.com"
+    reply = gateway.post(
+        "/v1/invitations", json={"email": email, "role": role}, headers=inviter.headers
+    )
+    assert reply.status_code == 200, reply.text
+    return reply.json()
+
+
+def join(gateway: httpx.Client, owner: Tenant, role: str = "member") -> Tenant:
+    """A new person invited into `owner`'s tenant with `role`, signed in there."""
+    invited = invite(gateway, owner, role=role)
+    email = invited["invitation"]["email"]
+    password = f"e2e invitee {uuid.uuid4().hex[:12]} staple"
+    reply = gateway.post(
+        "/v1/invitations/accept", json={"token": invited["token"], "password": password}
+    )
+    assert reply.status_code == 200, reply.text
+    pair = log_in(gateway, email, password, owner.tenant_id)
+    return Tenant(email, password, owner.tenant_id, pair["access_token"])
+
+
+def user_id(gateway: httpx.Client, who: Tenant) -> str:
+    """The user id of a signed-in person."""
+    reply = gateway.get("/v1/users/me", headers=who.headers)
+    assert reply.status_code == 200, reply.text
+    return str(reply.json()["id"])

@@ -25,7 +25,7 @@ from services.common.permissions import (
     Rule,
     at_least,
     lower,
-    without_rule,
+    service_methods,
 )
 
 NOT_A_MEMBER = "credential's user is no longer a member of this tenant"
@@ -53,7 +53,7 @@ class PermissionInterceptor(RpcInterceptor):
         roles: RoleSource | None = None,
         rules: Mapping[str, Rule] = RULES,
     ) -> None:
-        missing = [m for m in without_rule(services) if m not in rules]
+        missing = [m for m in service_methods(services) if m not in rules]
         if missing:
             raise ValueError(
                 "no permission rule for " + ", ".join(missing) + " (services/common/permissions.py)"
