@@ -40,7 +40,8 @@ def command(examples: Examples, verb: str, path: str, operation: JSON) -> str:
         url += "?" + "&".join(query)
     parts = ["curl -s"]
     body = operation.get("requestBody")
-    if verb != "get" and body is None:
+    # curl sends GET, or POST once given -d; any other method is named.
+    if verb != "get" and (body is None or verb != "post"):
         parts[0] += f" -X {verb.upper()}"
     parts[0] += f' "{url}"'
     security = operation.get("security")

@@ -2,7 +2,11 @@
 
 Each route's example is run by bash and curl against the test stack's gateway, with the shell
 variables it uses set the way a reader would set them: a fresh tenant's `$TOKEN` and
-`$REFRESH_TOKEN`, and in `$ID` / `$DELIVERY_ID` a resource of the kind its path names.
+`$REFRESH_TOKEN`, and in `$ID` / `$DELIVERY_ID` / `$USER_ID` a resource of the kind its path
+names (`$INVITATION_TOKEN`, `$TENANT_ID` where the body takes them).
+
+The Teams walkthrough of saas-api.md ("Two people, one tenant") runs as one script, every
+request's HTTP status checked in order.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import pytest
 
 from devstack import Stack
 from gateway import apidocs, curl, mdblocks
-from tests.e2e.helpers import Tenant, register_and_login
+from tests.e2e.helpers import Tenant, invite, join, register_and_login, user_id
 
 pytestmark = pytest.mark.e2e
 
@@ -82,6 +86,13 @@ def variables(gateway: httpx.Client, tenant: Tenant, route: str) -> dict[str, st
     elif path.startswith("/v1/api-keys/{id}"):
         created = gateway.post("/v1/api-keys", json={"name": "guide"}, headers=tenant.headers)
         env["ID"] = created.json()["id"]
+    elif path.startswith("/v1/invitations"):
+        invited = invite(gateway, tenant)
+        env["ID"], env["INVITATION_TOKEN"] = invited["invitation"]["id"], invited["token"]
+    elif path.startswith("/v1/members/{user_id}"):
+        env["USER_ID"] = user_id(gateway, join(gateway, tenant))
+    elif path == "/v1/auth/switch-tenant":
+        env["TENANT_ID"] = tenant.tenant_id
     return env
 
 
@@ -107,3 +118,41 @@ def test_curl_example_runs_as_written(
         assert [v["field"] for v in violations] == ["url"], body
         return
     assert int(status) == EXPECTED.get(route, 200), (route, body)
+
+
+WALKTHROUGH = "### Two people, one tenant"
+# The HTTP status of each request of the walkthrough, in order.
+WALKTHROUGH_STATUSES = [
+    200,  # 1. Ada registers
+    200,  #    and logs in
+    200,  # 2. invites Grace
+    200,  # 3. Grace accepts with a password
+    200,  #    and logs in
+    200,  # 4. Grace creates a lattice
+    200,  #    Ada reads it
+    403,  # 5. Grace, a member, may not register a webhook
+    200,  # 6. Grace's id
+    200,  #    Ada makes her an admin
+    200,  #    now she may
+    200,  # 7. the members
+    200,  #    Grace removed
+    401,  #    her token stops working
+]
+
+
+def test_the_teams_walkthrough_runs_as_written(gateway_url: str) -> None:
+    text = (apidocs.DOCS_DIR / "saas-api.md").read_text()
+    section = text[text.index(WALKTHROUGH) :]
+    match = re.search(r"```bash\n(.*?)\n```", section, re.DOTALL)
+    assert match, "the walkthrough has no bash block"
+    script = match.group(1).replace(curl.GATEWAY_URL, gateway_url)
+    # Every request's status goes to stderr, one a line; the bodies stay where the reader sees
+    # them (and where the script's $(...) reads them).
+    traced = "curl() { command curl -w '%{stderr}%{http_code}\\n' \"$@\"; }\n" + script
+    result = subprocess.run(
+        ["bash", "-c", traced], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    statuses = [int(line) for line in result.stderr.split()]
+    assert statuses == WALKTHROUGH_STATUSES, result.stdout
+    assert '"requires role admin or above; the caller is member"' in result.stdout
