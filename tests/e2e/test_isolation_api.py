@@ -24,7 +24,14 @@ import pytest
 from catalytic.webhook.v1 import webhook_service_pb2 as webhook_pb
 from catalytic.webhook.v1 import webhook_service_pb2_grpc as webhook_grpc
 
-from tests.e2e.helpers import Tenant, assert_status_body, register_and_login
+from tests.e2e.helpers import (
+    Tenant,
+    assert_status_body,
+    invite,
+    join,
+    register_and_login,
+    user_id,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -40,7 +47,8 @@ class Route:
 
     method: str
     template: str
-    kind: str  # "lattice", "webhook" or "api_key": which of A's resources it names
+    # "lattice", "webhook", "api_key", "invitation" or "member": which of A's resources it names
+    kind: str
     params: list[tuple[str, str | int]] = field(default_factory=list)
     body: dict[str, Any] | None = None
 
@@ -71,12 +79,18 @@ ROUTES = [
     # B's own webhook with A's delivery: the delivery must be looked up under the webhook.
     Route("POST", "/v1/webhooks/{id}/deliveries/{delivery_id}/resend", "b_webhook"),
     Route("DELETE", "/v1/api-keys/{id}", "api_key"),
+    # Memberships (issue 16): A's invitations and members.
+    Route("DELETE", "/v1/invitations/{id}", "invitation"),
+    Route("PATCH", "/v1/members/{id}", "member", body={"role": "admin"}),
+    Route("DELETE", "/v1/members/{id}", "member"),
 ]
 
 
 @dataclass
 class World:
-    """Tenant A with one lattice, one webhook (and an API key), and tenant B with nothing."""
+    """Tenant A with one lattice, one webhook, an API key, a pending invitation and a member,
+    and tenant B with nothing. `c` is a user of a tenant of its own who is also a member of A:
+    its token for its own tenant must reach none of A's resources either."""
 
     a: Tenant
     b: Tenant
@@ -85,12 +99,19 @@ class World:
     delivery_id: str  # a real delivery of A's (its test event)
     api_key: dict[str, Any]
     b_webhook: dict[str, Any]
+    invitation: dict[str, Any]
+    member_id: str
+    c: Tenant
 
     def ids(self, kind: str) -> dict[str, str]:
         if kind == "b_webhook":
             return {"id": self.b_webhook["id"], "delivery_id": self.delivery_id}
         if kind == "api_key":
             return {"id": self.api_key["id"]}
+        if kind == "invitation":
+            return {"id": self.invitation["id"]}
+        if kind == "member":
+            return {"id": self.member_id}
         resource = self.lattice if kind == "lattice" else self.webhook
         return {"id": resource["id"], "delivery_id": self.delivery_id}
 
@@ -118,7 +139,17 @@ def world(client: httpx.Client) -> World:
     api_key = reply.json()
     reply = client.post("/v1/webhooks", json=WEBHOOK, headers=b.headers)
     assert reply.status_code == 200, reply.text
-    return World(a, b, lattice, webhook, delivery_id, api_key, reply.json()["webhook"])
+    b_webhook = reply.json()["webhook"]
+    invitation = invite(client, a)["invitation"]
+    member_id = user_id(client, join(client, a))
+    c = register_and_login(client)
+    reply = client.post(
+        "/v1/invitations/accept",
+        json={"token": invite(client, a, c.email, role="admin")["token"]},
+        headers=c.headers,
+    )
+    assert reply.status_code == 200, reply.text
+    return World(a, b, lattice, webhook, delivery_id, api_key, b_webhook, invitation, member_id, c)
 
 
 def _request(client: httpx.Client, route: Route, world: World, headers: dict[str, str]) -> Any:
@@ -140,6 +171,16 @@ def assert_intact(client: httpx.Client, world: World, kind: str) -> None:
         reply = client.get(f"/v1/webhooks/{world.webhook['id']}", headers=world.a.headers)
         assert reply.status_code == 200, f"A's webhook is gone: {reply.text}"
         assert reply.json() == world.webhook, "A's webhook changed"
+    elif kind == "invitation":
+        reply = client.get("/v1/invitations", headers=world.a.headers)
+        assert reply.status_code == 200, reply.text
+        ids = [item["id"] for item in reply.json()["invitations"]]
+        assert world.invitation["id"] in ids, "A's invitation is gone"
+    elif kind == "member":
+        reply = client.get("/v1/members", headers=world.a.headers)
+        assert reply.status_code == 200, reply.text
+        roles = {item["user_id"]: item["role"] for item in reply.json()["members"]}
+        assert roles.get(world.member_id) == "member", "A's member is gone or changed"
     else:
         reply = client.get("/v1/api-keys", headers=world.a.headers)
         assert reply.status_code == 200, reply.text
@@ -170,14 +211,17 @@ def test_another_tenants_resource_is_not_found(
     assert_status_body(reply, 404, NOT_FOUND)
 
 
+LISTS = [
+    ("/v1/lattices", "lattices", "lattice"),
+    ("/v1/webhooks", "webhooks", "webhook"),
+    ("/v1/api-keys", "api_keys", "api_key"),
+    ("/v1/invitations", "invitations", "invitation"),
+    ("/v1/members", "members", "member"),
+]
+
+
 @pytest.mark.parametrize(
-    ("path", "field_name", "kind"),
-    [
-        ("/v1/lattices", "lattices", "lattice"),
-        ("/v1/webhooks", "webhooks", "webhook"),
-        ("/v1/api-keys", "api_keys", "api_key"),
-    ],
-    ids=["GET /v1/lattices", "GET /v1/webhooks", "GET /v1/api-keys"],
+    ("path", "field_name", "kind"), LISTS, ids=[f"GET {path}" for path, _, _ in LISTS]
 )
 def test_lists_never_show_another_tenants_ids(
     client: httpx.Client, world: World, path: str, field_name: str, kind: str
@@ -189,7 +233,7 @@ def test_lists_never_show_another_tenants_ids(
     # The control: A's own listing does show it, so the check above means something.
     reply = client.get(path, headers=world.a.headers)
     assert reply.status_code == 200, reply.text
-    assert own_id in [item["id"] for item in reply.json()[field_name]]
+    assert own_id in [item.get("id", item.get("user_id")) for item in reply.json()[field_name]]
 
 
 @pytest.mark.parametrize(
@@ -230,3 +274,23 @@ def test_a_tenant_cannot_publish_events_to_another_tenant(
             request, metadata=[("authorization", f"Bearer {world.b.access_token}")], timeout=10
         )
     assert refused.value.code() != grpc.StatusCode.OK
+
+
+@pytest.mark.parametrize("route", [r for r in ROUTES if r.kind != "b_webhook"], ids=str)
+def test_a_member_of_both_tenants_reaches_a_only_with_as_token(
+    client: httpx.Client, world: World, route: Route
+) -> None:
+    """C is an admin of A and the owner of its own tenant: with its own tenant's token, A's
+    resources are as foreign as to B (404), whatever C may do in A with A's token."""
+    reply = _request(client, route, world, world.c.headers)
+    assert_status_body(reply, 404, NOT_FOUND)
+    assert_intact(client, world, route.kind)
+
+
+@pytest.mark.parametrize(("path", "field_name", "kind"), LISTS, ids=[p for p, _, _ in LISTS])
+def test_a_member_of_both_tenants_lists_only_the_tokens_tenant(
+    client: httpx.Client, world: World, path: str, field_name: str, kind: str
+) -> None:
+    reply = client.get(path, headers=world.c.headers)
+    assert reply.status_code == 200, reply.text
+    assert world.ids(kind)["id"] not in reply.text
