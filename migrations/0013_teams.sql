@@ -60,6 +60,20 @@ $$;
 CREATE TRIGGER users_home_membership AFTER INSERT ON users
   FOR EACH ROW EXECUTE FUNCTION users_home_membership();
 
+-- A user deleted (an operator's act: no route deletes users) takes its memberships along, and
+-- through them its refresh tokens and API keys, as the foreign keys to users did before: those
+-- the deleting transaction may see (every one, for the tables' owner).
+CREATE OR REPLACE FUNCTION users_memberships_gone() RETURNS trigger
+  LANGUAGE plpgsql
+  AS $$
+BEGIN
+  DELETE FROM memberships WHERE user_id = OLD.id;
+  RETURN NULL;
+END
+$$;
+CREATE TRIGGER users_memberships_gone AFTER DELETE ON users
+  FOR EACH ROW EXECUTE FUNCTION users_memberships_gone();
+
 -- A refresh token or an API key belongs to a member of its tenant (not to a user row of that
 -- tenant): removing the member deletes them.
 ALTER TABLE refresh_tokens

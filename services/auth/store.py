@@ -82,6 +82,13 @@ class _RefreshSession:
         row = await cur.fetchone()
         if row is None:
             return None
+        # And the account itself, wherever it was created (the log-in policy, by e-mail).
+        await self._conn.execute("SELECT set_config('app.lookup_email', %s, true)", (row["email"],))
+        cur = await self._conn.execute(
+            "SELECT 1 FROM users WHERE email = %s AND id = %s", (row["email"], row["user_id"])
+        )
+        if await cur.fetchone() is None:
+            return None
         return UserRecord(
             id=row["user_id"],
             email=row["email"],

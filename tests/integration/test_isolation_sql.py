@@ -47,7 +47,16 @@ SEED_HINTS: dict[str, dict[str, Callable[[], object]]] = {
 }
 # The tables the schema had when this test was written: discovery must find at least these.
 KNOWN_TENANT_TABLES = frozenset(
-    {"tenants", "users", "refresh_tokens", "lattices", "lattice_fields", "webhooks"}
+    {
+        "tenants",
+        "users",
+        "refresh_tokens",
+        "lattices",
+        "lattice_fields",
+        "webhooks",
+        "memberships",
+        "invitations",
+    }
 )
 
 Conn = psycopg.Connection[Any]
