@@ -26,7 +26,9 @@ from pathlib import Path
 
 from services.auth.accounts import TenantRecord, UserRecord
 from services.auth.api_keys import NewApiKeyRow
+from services.auth.invitations import NewInvitation
 from services.auth.store import PostgresAuthStore, _RefreshSession
+from services.auth.team_store import PostgresTeamStore, _AcceptSession, _MembershipChange
 from services.common.api_keys import ApiKeyVerifier, generate_api_key
 from services.common.db import Database, open_pool
 from services.common.errors import Unauthenticated
@@ -61,6 +63,9 @@ STORES: tuple[type, ...] = (
     PostgresRetention,
     PostgresAuthStore,
     _RefreshSession,
+    PostgresTeamStore,
+    _MembershipChange,
+    _AcceptSession,
     ApiKeyVerifier,
     PostgresRevocations,
     PostgresPlanSource,
@@ -184,6 +189,7 @@ class Workload:
         store = PostgresAuthStore(self.db)
         found = await store.find_user_by_email(f"user1.t{TENANT}@seed.example")
         assert found is not None
+        assert await store.memberships_of(found.email)
         await store.update_password_hash(self.tenant, self.user, found.password_hash)
         await store.save_refresh_token(
             tenant_id=self.tenant,
@@ -235,6 +241,60 @@ class Workload:
         seeded_prefix = seeded_prefix.translate(str.maketrans("0189", "wxyz"))
         with suppress(Unauthenticated):
             await ApiKeyVerifier(self.db).verify(new.key.replace(new.prefix, seeded_prefix, 1))
+
+    def _team(self) -> PostgresTeamStore:
+        return PostgresTeamStore(self.db, PostgresAuthStore(self.db))
+
+    async def my_tenants(self) -> None:
+        assert await self._team().tenants_of(f"user1.t{TENANT}@seed.example")
+
+    async def invitations(self) -> None:
+        """Invite twice (the second replaces the first), accept as a new and as an existing
+        account, list, revoke; what it makes is removed again by `members`."""
+        team = self._team()
+        token_hashes = []
+        for role in ("member", "member", "admin"):
+            token_hash = hashlib.sha256(uuid.uuid4().bytes).hexdigest()
+            token_hashes.append(token_hash)
+            row = NewInvitation(
+                id=str(uuid.uuid4()),
+                tenant_id=self.tenant,
+                email=f"hot-{uuid.uuid4().hex}@example.com",
+                role=role,
+                invited_by=self.user,
+                expires_at=datetime.now(UTC) + timedelta(days=7),
+                token_hash=token_hash,
+            )
+            assert await team.insert_invitation(row, max_pending=10**9) is not None
+        await team.list_invitations(self.tenant)
+        assert await team.find_invitation(token_hashes[0]) is not None
+        new_user = str(uuid.uuid4())
+        async with team.accepting_invitation(token_hashes[0]) as session:
+            invitation = session.invitation
+            assert invitation is not None
+            await session.is_member(new_user)
+            await session.join_new(
+                UserRecord(new_user, invitation.email, "", "", datetime.now(UTC), "x")
+            )
+            await session.tenant()
+        # Another tenant's user joins this one.
+        outsider = seeded_id("u", TENANT + 1, ".", 1)
+        async with team.accepting_invitation(token_hashes[1]) as session:
+            await session.join(outsider, f"user1.t{TENANT + 1}@seed.example")
+        pending = await team.list_invitations(self.tenant)
+        assert await team.revoke_invitation(self.tenant, pending[0].id)
+        self._joined = (new_user, outsider)
+
+    async def members(self) -> None:
+        team = self._team()
+        await team.list_members(self.tenant)
+        for user in self._joined:
+            async with team.changing_member(self.tenant, user) as change:
+                assert change.member is not None
+                assert change.owners >= 1
+                await change.set_role("admin")
+            async with team.changing_member(self.tenant, user) as change:
+                await change.remove()
 
     async def plan_of(self) -> None:
         assert await PostgresPlanSource(self.db).plan_of(self.tenant) is not None
@@ -372,6 +432,7 @@ STEPS: tuple[Step, ...] = (
         "log_in",
         (
             "PostgresAuthStore.find_user_by_email",
+            "PostgresAuthStore.memberships_of",
             "PostgresAuthStore.update_password_hash",
             "PostgresAuthStore.save_refresh_token",
         ),
@@ -406,6 +467,39 @@ STEPS: tuple[Step, ...] = (
             "PostgresAuthStore.list_api_keys",
             "ApiKeyVerifier.verify",
             "PostgresAuthStore.revoking_api_key",
+        ),
+    ),
+    Step(
+        "team: my tenants",
+        "my_tenants",
+        ("PostgresTeamStore.tenants_of", "PostgresAuthStore.tenants_of"),
+    ),
+    Step(
+        "team: invitations",
+        "invitations",
+        (
+            "PostgresTeamStore.insert_invitation",
+            "PostgresTeamStore.list_invitations",
+            "PostgresTeamStore.find_invitation",
+            "PostgresTeamStore.accepting_invitation",
+            "PostgresTeamStore.revoke_invitation",
+            "_AcceptSession.invitation",
+            "_AcceptSession.is_member",
+            "_AcceptSession.join_new",
+            "_AcceptSession.join",
+            "_AcceptSession.tenant",
+        ),
+    ),
+    Step(
+        "team: members",
+        "members",
+        (
+            "PostgresTeamStore.list_members",
+            "PostgresTeamStore.changing_member",
+            "_MembershipChange.member",
+            "_MembershipChange.owners",
+            "_MembershipChange.set_role",
+            "_MembershipChange.remove",
         ),
     ),
     Step("plans: tenant plan", "plan_of", ("PostgresPlanSource.plan_of",)),
