@@ -77,6 +77,22 @@ CASES = [
         authenticated=False,
     ),
     Bad("api key: NUL in name", "/v1/api-keys", "name", {"name": f"ci{NUL}key"}),
+    Bad(
+        "invitation: NUL in email",
+        "/v1/invitations",
+        "email",
+        {"email": f"grace{NUL}@example.com", "role": "member"},
+    ),
+    Bad(
+        "accept: NUL in token",
+        "/v1/invitations/accept",
+        "token",
+        {"token": f"inv_{NUL}", "password": "whatever it is"},
+        authenticated=False,
+    ),
+    Bad(
+        "switch tenant: NUL in tenant_id", "/v1/auth/switch-tenant", "tenant_id", {"tenant_id": NUL}
+    ),
     Bad("lattice: NUL in name", "/v1/lattices", "name", {"name": f"a{NUL}b", **LATTICE}),
     Bad(
         "webhook: NUL in description",
