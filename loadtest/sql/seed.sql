@@ -54,7 +54,7 @@ SELECT md5('u' || t || '.' || u)::uuid, md5('t' || t)::uuid,
        now() - make_interval(days => 60), now() - make_interval(days => 60)
 FROM seed_size, generate_series(1, tenants) AS t, generate_series(1, users) AS u;
 
--- Each user a member of its own tenant (what migration 0012's trigger does, which replica mode
+-- Each user a member of its own tenant (what migration 0013's trigger does, which replica mode
 -- skips).
 INSERT INTO memberships (tenant_id, user_id, email, role, created_at, updated_at)
 SELECT tenant_id, id, email, role, created_at, created_at FROM users;

@@ -326,7 +326,7 @@ class PostgresAuthStore:
 
 async def insert_member(conn: Connection, user: UserRecord) -> None:
     """Inserts a new user (created in `user.tenant_id`, the transaction's tenant) and its
-    membership there; the membership first, so that 0012's trigger, which does the same for
+    membership there; the membership first, so that 0013's trigger, which does the same for
     release N-1's inserts, finds it."""
     await conn.execute(
         _INSERT_MEMBERSHIP,

@@ -70,7 +70,7 @@ class _MembershipChange:
         return MemberRecord(**row)
 
     async def remove(self) -> None:
-        # Refresh tokens, API keys and invitations sent cascade (migration 0012).
+        # Refresh tokens, API keys and invitations sent cascade (migration 0013).
         await self._conn.execute(
             "DELETE FROM memberships WHERE user_id = %s", (self._locked().user_id,)
         )

@@ -38,7 +38,7 @@ _REVIEWED_CONTEXTS = (
     " list every such policy and view by name and refuse any other"
 )
 _SEED_SKIPS_TRIGGERS = (
-    "0012 gives every new user a membership by trigger (users_home_membership) and keys refresh"
+    "0013 gives every new user a membership by trigger (users_home_membership) and keys refresh"
     " tokens and API keys on memberships; releases before it seed the plan check's database in"
     " session_replication_role = replica (loadtest/sql/seed.sql), which skips that trigger, so"
     " their seeded users have no membership and their hot-path log-in's refresh token breaks the"

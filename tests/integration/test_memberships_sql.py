@@ -1,4 +1,4 @@
-"""Migration 0012 (teams) in SQL: the backfill, release N-1's writes on the new schema, and
+"""Migration 0013 (teams) in SQL: the backfill, release N-1's writes on the new schema, and
 what a membership holds together (issue 16, ADR 64)."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from services.common.migrate import migrate
 pytestmark = pytest.mark.integration
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
-TEAMS = "0012_teams.sql"
+TEAMS = "0013_teams.sql"
 Conn = psycopg.Connection[Any]
 
 
