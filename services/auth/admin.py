@@ -74,12 +74,13 @@ def set_plan(tenant_id: str, plan: str) -> str:
 
 
 def show_tenant(tenant_id: str) -> str:
-    """The tenant's name, plan, creation time and counts of what it owns."""
+    """The tenant's name, plan, creation time and counts of what it owns (its users: its
+    members, wherever their accounts were created)."""
     with _connect() as conn, conn.transaction():
         conn.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant_id,))
         row = conn.execute(
             "SELECT name, plan, created_at,"
-            " (SELECT count(*) FROM users) AS users,"
+            " (SELECT count(*) FROM memberships) AS users,"
             " (SELECT count(*) FROM lattices) AS lattices,"
             " (SELECT count(*) FROM webhooks) AS webhooks,"
             " (SELECT count(*) FROM api_keys WHERE revoked_at IS NULL) AS api_keys"

@@ -259,7 +259,8 @@ def rotate_all_endpoint_secrets(
         with tenant_transaction(conn, tenant_id):
             tenant = conn.execute("SELECT name FROM tenants WHERE id = %s", (tenant_id,)).fetchone()
             owners = conn.execute(
-                "SELECT email FROM users WHERE role = 'owner' ORDER BY email"
+                # Its owners as members (ADR 63), wherever their accounts were created.
+                "SELECT DISTINCT email FROM memberships WHERE role = 'owner' ORDER BY email"
             ).fetchall()
             endpoints = []
             for row in _rows(conn, lock=True):

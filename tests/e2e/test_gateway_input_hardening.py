@@ -75,8 +75,8 @@ VARIABLE_CASES = _bindings_with_variables()
 
 
 def test_every_path_variable_is_covered() -> None:
-    assert len(VARIABLE_CASES) >= 15  # the 14 {id} routes and {delivery_id}
-    assert {variable for _, _, variable in VARIABLE_CASES} == {"id", "delivery_id"}
+    assert len(VARIABLE_CASES) >= 18  # the {id} routes, {delivery_id} and {user_id}
+    assert {variable for _, _, variable in VARIABLE_CASES} == {"id", "delivery_id", "user_id"}
 
 
 @pytest.mark.parametrize(("method", "path", "variable"), VARIABLE_CASES, ids=str)

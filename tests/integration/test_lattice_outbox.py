@@ -33,6 +33,7 @@ from services.lattice.outbox_store import PostgresOutbox
 from services.lattice.server import create_server
 from tests.e2e.helpers import register_and_login
 from tests.unit.lattice.fake_webhook import TOKEN, FakeWebhook
+from tests.unit.webhook.harness import add_membership
 
 if TYPE_CHECKING:
     Stub = pb_grpc.LatticeServiceAsyncStub
@@ -130,6 +131,7 @@ def tenants(stack: Any, scratch: Scratch) -> Callable[[], tuple[str, Metadata]]:
         with httpx.Client(base_url=stack.gateway_url, timeout=10, trust_env=False) as gateway:
             tenant = register_and_login(gateway)
         scratch.add_tenant(tenant.tenant_id)
+        add_membership(scratch.admin_url, tenant)
         return tenant.tenant_id, (("authorization", f"Bearer {tenant.access_token}"),)
 
     return make

@@ -28,6 +28,7 @@ import psycopg
 from catalytic.webhook.v1 import webhook_service_pb2 as pb
 from catalytic.webhook.v1 import webhook_service_pb2_grpc as pb_grpc
 from google.protobuf import struct_pb2
+from jose import jwt
 from psycopg import sql
 
 from devstack import Stack
@@ -106,10 +107,29 @@ class Scratch:
                 (tenant_id,),
             )
 
+    def add_member(self, tenant: Tenant) -> None:
+        """The tenant, and its owner's membership (every service checks the caller's current
+        role there, ADR 63): the token's user, as the stack's auth registered it."""
+        self.add_tenant(tenant.tenant_id)
+        add_membership(self.admin_url, tenant)
+
     def query(self, statement: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
         """Rows of a statement run as the owner (no row-level security)."""
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             return conn.execute(statement, params).fetchall()  # type: ignore[arg-type]
+
+
+def add_membership(admin_url: str, tenant: Tenant, role: str = "owner") -> None:
+    """A membership of the tenant for the user its access token names, in a scratch database
+    that has the tenant but not the stack's users."""
+    user_id = jwt.get_unverified_claims(tenant.access_token)["sub"]
+    with psycopg.connect(admin_url, autocommit=True) as conn, conn.transaction():
+        conn.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant.tenant_id,))
+        conn.execute(
+            "INSERT INTO memberships (tenant_id, user_id, email, role) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT DO NOTHING",
+            (tenant.tenant_id, user_id, tenant.email, role),
+        )
 
 
 @contextmanager
@@ -211,7 +231,7 @@ async def webhook_server(
     **env: str,
 ) -> AsyncIterator[Server]:
     """The service's own factory on `scratch`, verifying the stack's tokens, `env` over BASE_ENV."""
-    scratch.add_tenant(tenant.tenant_id)
+    scratch.add_member(tenant)
     config = WebhookConfig.from_env(
         {
             "DATABASE_URL": scratch.app_url,
