@@ -38,6 +38,9 @@ SEED_RATE_PER_MIN = 1000
 TARGET_P95_MS = 50.0
 TARGET_P99_MS = 200.0
 TARGET_USERS = 500
+# Query times of the services' statements during the seed (pg_stat_statements' p95 bound).
+QUERY_BAR_P95_MS = 50.0
+TARGET_QUERY_P95_MS = 5.0
 FAIRNESS_RATIO = 2.0
 # New users arrive 5 a second: each registers and logs in, two argon2id hashes (ADR 13).
 JOIN_PER_S = 5.0
@@ -84,8 +87,10 @@ def parse_args(argv: list[str]) -> Options:
     parser.add_argument("--flood-clients", type=int, default=12, help="flood connections (12)")
     parser.add_argument(
         "--pg-stats",
-        action="store_true",
-        help="pg_stat_statements on: the services' query times in every window",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="pg_stat_statements on (default): the services' query times in every window,"
+        " and the seed's query-time targets judged",
     )
     args = parser.parse_args(argv)
     only = tuple(name.strip() for name in args.only.split(",") if name.strip())
@@ -147,7 +152,7 @@ def run_suite(options: Options, log: Callable[[str], None] = print) -> Suite:
         print_window(run.measured)
         log(f"seed: {run.deliveries} webhook deliveries received")
         seed_rows = judge_seed(run, options)
-        rows += seed_rows
+        rows += seed_rows + judge_queries(run.measured)
         gate = all(row.met for row in seed_rows if row.target.startswith("gate"))
         gate_why = "; ".join(f"{r.target}: {r.result}" for r in seed_rows[:2])
     if "capacity" in options.only:
@@ -291,6 +296,35 @@ def judge_seed(run: SeedRun, options: Options) -> list[Row]:
             f"{p99:.1f} ms",
             p99 <= TARGET_P99_MS,
             f"slowest routes (p99): {slowest(run.measured.window, 99)}; {busy}",
+        ),
+    ]
+
+
+def judge_queries(measured: Measured) -> list[Row]:
+    """The seed's query-time targets from pg_stat_statements (an upper bound on the p95 of all
+    the services' statements together: pgstats.overall_p95_bound_ms)."""
+    if not measured.statements:
+        return []
+    bound = pgstats.overall_p95_bound_ms(measured.statements)
+    calls = sum(s.calls for s in measured.statements)
+    worst = max(
+        (s for s in measured.statements if s.calls >= 20),
+        key=lambda s: s.p95_bound_ms,
+        default=None,
+    )
+    why = (
+        f"highest statement: {worst.short_query(80)} p95 <= {worst.p95_bound_ms:.2f} ms"
+        if worst
+        else ""
+    )
+    result = f"p95 <= {bound:.2f} ms over {calls:,} statements"
+    return [
+        Row(f"seed: query p95 < {QUERY_BAR_P95_MS:.0f} ms", result, bound < QUERY_BAR_P95_MS, why),
+        Row(
+            f"seed: query p95 <= {TARGET_QUERY_P95_MS:.0f} ms",
+            result,
+            bound <= TARGET_QUERY_P95_MS,
+            why,
         ),
     ]
 
