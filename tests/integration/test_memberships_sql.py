@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import shutil
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +19,6 @@ pytestmark = pytest.mark.integration
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 TEAMS = "0013_teams.sql"
 Conn = psycopg.Connection[Any]
-
-
-@pytest.fixture
-def database(stack) -> Iterator[str]:
-    """A new empty database on the stack's server (owner URL); dropped afterwards."""
-    admin_url = stack.env["DATABASE_ADMIN_URL"]
-    name = f"teams_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield admin_url.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def app_url(database: str) -> str:
@@ -70,23 +57,23 @@ def memberships(conn: Conn, tenant: str) -> list[tuple[str, str]]:
     return [(row[0], row[1]) for row in rows]
 
 
-def test_every_user_becomes_a_member_of_its_tenant(database: str, tmp_path: Path) -> None:
+def test_every_user_becomes_a_member_of_its_tenant(fresh_database: str, tmp_path: Path) -> None:
     before = tmp_path / "before"
     before.mkdir()
     for path in sorted(MIGRATIONS.glob("*.sql")):
         if path.name < TEAMS:
             shutil.copy(path, before / path.name)
-    migrate(database, before, out=io.StringIO())
-    with psycopg.connect(app_url(database), autocommit=True) as app:
+    migrate(fresh_database, before, out=io.StringIO())
+    with psycopg.connect(app_url(fresh_database), autocommit=True) as app:
         tenant, user = register_like_n_minus_1(app)
-    migrate(database, MIGRATIONS, out=io.StringIO())
-    with psycopg.connect(app_url(database), autocommit=True) as app:
+    migrate(fresh_database, MIGRATIONS, out=io.StringIO())
+    with psycopg.connect(app_url(fresh_database), autocommit=True) as app:
         assert memberships(app, tenant) == [(user, "owner")]
 
 
-def test_release_n_minus_1_writes_still_hold_together(database: str) -> None:
-    migrate(database, MIGRATIONS, out=io.StringIO())
-    with psycopg.connect(app_url(database), autocommit=True) as app:
+def test_release_n_minus_1_writes_still_hold_together(fresh_database: str) -> None:
+    migrate(fresh_database, MIGRATIONS, out=io.StringIO())
+    with psycopg.connect(app_url(fresh_database), autocommit=True) as app:
         # N-1's register gets its membership from the trigger, so its log-in's refresh token
         # satisfies the key on memberships.
         tenant, user = register_like_n_minus_1(app)
@@ -109,9 +96,9 @@ def test_release_n_minus_1_writes_still_hold_together(database: str) -> None:
         assert left == (0,)
 
 
-def test_a_deleted_user_takes_its_memberships_along(database: str) -> None:
-    migrate(database, MIGRATIONS, out=io.StringIO())
-    with psycopg.connect(app_url(database), autocommit=True) as app:
+def test_a_deleted_user_takes_its_memberships_along(fresh_database: str) -> None:
+    migrate(fresh_database, MIGRATIONS, out=io.StringIO())
+    with psycopg.connect(app_url(fresh_database), autocommit=True) as app:
         tenant, user = register_like_n_minus_1(app)
         with app.transaction():
             as_tenant(app, tenant)
@@ -119,9 +106,9 @@ def test_a_deleted_user_takes_its_memberships_along(database: str) -> None:
         assert memberships(app, tenant) == []
 
 
-def test_a_membership_is_read_before_the_tenant_only_by_its_email(database: str) -> None:
-    migrate(database, MIGRATIONS, out=io.StringIO())
-    with psycopg.connect(app_url(database), autocommit=True) as app:
+def test_a_membership_is_read_before_the_tenant_only_by_its_email(fresh_database: str) -> None:
+    migrate(fresh_database, MIGRATIONS, out=io.StringIO())
+    with psycopg.connect(app_url(fresh_database), autocommit=True) as app:
         _, user = register_like_n_minus_1(app)
         register_like_n_minus_1(app)
         with app.transaction():

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import shutil
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -16,18 +14,6 @@ from services.common.migrate import MigrationError, migrate, read_applied, statu
 pytestmark = pytest.mark.integration
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
-
-
-@pytest.fixture
-def fresh_database(stack) -> Iterator[str]:
-    """A new empty database on the stack's server; dropped afterwards."""
-    admin_url = stack.env["DATABASE_ADMIN_URL"]
-    name = f"migrate_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield admin_url.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def test_applies_every_file_once_then_is_up_to_date(fresh_database: str) -> None:
