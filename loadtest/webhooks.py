@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,11 +117,13 @@ class Arrivals:
     connections: dict[asyncio.StreamWriter, asyncio.Task[None] | None] = field(default_factory=dict)
 
 
-async def receive(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, arrivals: Arrivals
+async def answer_each(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    on_request: Callable[[str], None],
 ) -> None:
-    """One keep-alive connection: read each request whole, note it, answer 200."""
-    arrivals.connections[writer] = asyncio.current_task()
+    """One keep-alive connection of a webhook receiver: read each request whole, answer 200,
+    and call `on_request` with its `webhook-id` ("" when it has none), until the peer closes."""
     try:
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -134,16 +136,28 @@ async def receive(
                 elif name == b"webhook-id":
                     event_id = value.strip().decode("ascii")
             await reader.readexactly(length)
-            arrivals.requests += 1
-            if event_id and event_id not in arrivals.first:
-                arrivals.first[event_id] = time.monotonic()
-                if len(arrivals.first) >= arrivals.expected:
-                    arrivals.all_in.set()
             writer.write(_ANSWER)
+            on_request(event_id)
     except (asyncio.IncompleteReadError, ConnectionError):
         pass
     finally:
         writer.close()
+
+
+async def receive(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, arrivals: Arrivals
+) -> None:
+    """One keep-alive connection: each request noted in `arrivals`, answered 200."""
+    arrivals.connections[writer] = asyncio.current_task()
+
+    def note(event_id: str) -> None:
+        arrivals.requests += 1
+        if event_id and event_id not in arrivals.first:
+            arrivals.first[event_id] = time.monotonic()
+            if len(arrivals.first) >= arrivals.expected:
+                arrivals.all_in.set()
+
+    await answer_each(reader, writer, note)
 
 
 def register(gateway: httpx.Client, url: str) -> str:

@@ -23,10 +23,9 @@ from catalytic.webhook.v1 import webhook_service_pb2 as pb
 from catalytic.webhook.v1 import webhook_service_pb2_grpc as pb_grpc
 from google.protobuf import struct_pb2
 
+from loadtest.webhooks import answer_each
 from perf.cpu import settle, stack_cpu_s
 from perf.model import Context, Direction, Measurement
-
-_ANSWER = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok"
 
 
 class DeliveriesMissing(RuntimeError):
@@ -62,29 +61,15 @@ class Receiver:
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._connections[writer] = asyncio.current_task()
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length, event_id = 0, ""
-                for line in head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    name = name.strip().lower()
-                    if name == b"content-length":
-                        length = int(value)
-                    elif name == b"webhook-id":
-                        event_id = value.strip().decode("ascii")
-                await reader.readexactly(length)
-                writer.write(_ANSWER)
-                # A redelivery (at least once) is not counted again.
-                if event_id in self.pending:
-                    self.pending.remove(event_id)
-                    self.completed.append(time.monotonic())
-                    if not self.pending:
-                        self.all_in.set()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+        await answer_each(reader, writer, self._arrived)
+
+    def _arrived(self, event_id: str) -> None:
+        # A redelivery (at least once) is not counted again.
+        if event_id in self.pending:
+            self.pending.remove(event_id)
+            self.completed.append(time.monotonic())
+            if not self.pending:
+                self.all_in.set()
 
     async def close(self) -> None:
         """Closes every connection (the worker keeps them open) and awaits the handlers."""
