@@ -34,6 +34,30 @@ _INSERT_USER = (
 )
 
 
+async def lock_looked_up(
+    conn: Connection, table: str, columns: str, token_hash: str
+) -> dict[str, Any] | None:
+    """The row of `table` whose token_hash is `token_hash`, locked FOR UPDATE, inside a
+    `lookup_transaction` opened with that hash: its look-up policy shows the row's tenant
+    (read-only), which is then set for the transaction so that the isolation policy lets it
+    lock and change the row. None when no row has that hash. `table` and `columns` are this
+    module's literals, never input."""
+    cur = await conn.execute(
+        f"SELECT tenant_id::text FROM {table} WHERE token_hash = %s",  # noqa: S608
+        (token_hash,),
+    )
+    found = await cur.fetchone()
+    if found is None:
+        return None
+    await conn.execute("SELECT set_config('app.tenant_id', %s, true)", (found["tenant_id"],))
+    cur = await conn.execute(
+        f"SELECT {columns} FROM {table} WHERE token_hash = %s FOR UPDATE",  # noqa: S608
+        (token_hash,),
+    )
+    row: dict[str, Any] | None = await cur.fetchone()
+    return row
+
+
 def _user(row: dict[str, Any]) -> UserRecord:
     return UserRecord(
         id=row["id"],
@@ -234,23 +258,9 @@ class PostgresAuthStore:
         # The refresh_tokens_lookup policy admits exactly the row with this hash, read-only;
         # with its tenant set, the isolation policy lets the same transaction lock and update.
         async with self._db.lookup_transaction(refresh_token_hash=token_hash) as conn:
-            cur = await conn.execute(
-                "SELECT tenant_id::text FROM refresh_tokens WHERE token_hash = %s", (token_hash,)
-            )
-            found = await cur.fetchone()
-            token: RefreshTokenRecord | None = None
-            if found is not None:
-                await conn.execute(
-                    "SELECT set_config('app.tenant_id', %s, true)", (found["tenant_id"],)
-                )
-                # FOR UPDATE: a concurrent use of the same token waits here, then sees it spent.
-                cur = await conn.execute(
-                    f"SELECT {_REFRESH_COLUMNS} FROM refresh_tokens"  # noqa: S608
-                    " WHERE token_hash = %s FOR UPDATE",
-                    (token_hash,),
-                )
-                row = await cur.fetchone()
-                token = RefreshTokenRecord(**row) if row is not None else None
+            # A concurrent use of the same token waits for the lock, then sees it spent.
+            row = await lock_looked_up(conn, "refresh_tokens", _REFRESH_COLUMNS, token_hash)
+            token = RefreshTokenRecord(**row) if row is not None else None
             yield _RefreshSession(conn, token_hash, token)
 
     async def revoke_refresh_family(self, tenant_id: str, user_id: str, token_hash: str) -> bool:

@@ -12,7 +12,7 @@ import psycopg
 from services.auth.accounts import TenantRecord, UserRecord
 from services.auth.invitations import InvitationRecord, NewInvitation
 from services.auth.membership import MemberRecord
-from services.auth.store import MEMBER_COLUMNS, PostgresAuthStore, insert_member
+from services.auth.store import MEMBER_COLUMNS, PostgresAuthStore, insert_member, lock_looked_up
 from services.common.db import Connection, Database
 from services.common.errors import AlreadyExists
 
@@ -256,21 +256,7 @@ class PostgresTeamStore:
         # Found through the look-up policy; with its tenant set, the isolation policy lets the
         # same transaction lock and update it.
         async with self._db.lookup_transaction(invitation_token_hash=token_hash) as conn:
-            cur = await conn.execute(
-                "SELECT tenant_id::text FROM invitations WHERE token_hash = %s", (token_hash,)
-            )
-            found = await cur.fetchone()
-            invitation: InvitationRecord | None = None
-            if found is not None:
-                await conn.execute(
-                    "SELECT set_config('app.tenant_id', %s, true)", (found["tenant_id"],)
-                )
-                # FOR UPDATE: a concurrent acceptance waits here, then finds it spent.
-                cur = await conn.execute(
-                    f"SELECT {_INVITATION_COLUMNS} FROM invitations"  # noqa: S608
-                    " WHERE token_hash = %s FOR UPDATE",
-                    (token_hash,),
-                )
-                row = await cur.fetchone()
-                invitation = _invitation(row) if row is not None else None
+            # A concurrent acceptance waits for the lock, then finds it spent.
+            row = await lock_looked_up(conn, "invitations", _INVITATION_COLUMNS, token_hash)
+            invitation = _invitation(row) if row is not None else None
             yield _AcceptSession(conn, invitation)
