@@ -307,11 +307,7 @@ def judge_queries(measured: Measured) -> list[Row]:
         return []
     bound = pgstats.overall_p95_bound_ms(measured.statements)
     calls = sum(s.calls for s in measured.statements)
-    worst = max(
-        (s for s in measured.statements if s.calls >= 20),
-        key=lambda s: s.p95_bound_ms,
-        default=None,
-    )
+    worst = pgstats.worst(measured.statements)
     why = (
         f"highest statement: {worst.short_query(80)} p95 <= {worst.p95_bound_ms:.2f} ms"
         if worst

@@ -8,6 +8,9 @@ import statistics
 import pytest
 
 from loadtest import pgstats
+from loadtest.api import judge_queries
+from loadtest.journeys import Window
+from loadtest.scenarios import Measured
 
 
 def statement(samples: list[float], query: str = "SELECT 1") -> pgstats.Statement:
@@ -62,3 +65,16 @@ def test_worst_skips_rare_statements() -> None:
     rare = statement([50.0] * 3, "rare")
     common = statement([0.1, 0.2] * 50, "common")
     assert pgstats.worst([rare, common]) == common
+
+
+def test_the_suite_judges_the_seeds_query_times_against_both_targets() -> None:
+    fast = statement([0.1, 0.2] * 50, "SELECT fast")
+    slow = statement([4.0, 30.0] * 50, "SELECT slow")
+    assert judge_queries(Measured(Window("seed"), {}, {})) == []  # without --pg-stats
+    bar, ours = judge_queries(Measured(Window("seed"), {}, {}, [fast]))
+    assert bar.met
+    assert ours.met
+    bar, ours = judge_queries(Measured(Window("seed"), {}, {}, [fast, slow]))
+    assert bar.met
+    assert not ours.met
+    assert "SELECT slow" in ours.why
