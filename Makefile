@@ -198,7 +198,7 @@ loadtest: protos ## load suite through the gateway: seed (gate), capacity, fairn
 # `make test`. Each run appends a line to perf/history.jsonl (PERF_HISTORY=<path>: elsewhere).
 PERF_ARGS ?=
 .PHONY: perf-check
-perf-check: system-deps protos $(VENV)/.bench-installed ## performance regression gate: engine vs peers, REST vs ceiling, webhooks; fails naming each regression
+perf-check: system-deps protos $(VENV)/.bench-installed ## performance regression gate: engine vs peers, REST vs ceiling, webhooks, seed journeys; fails naming each regression
 	@$(PY) -m perf check $(PERF_ARGS)
 
 .PHONY: perf-baseline
