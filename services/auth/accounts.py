@@ -17,7 +17,13 @@ from services.auth.membership import MemberRecord, default_tenant, parse_uuid
 from services.auth.tokens import TokenIssuer, hash_token, new_refresh_token
 from services.common.context import AUTH_METHOD_JWT, Principal
 from services.common.denylist import remaining_ttl
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unauthenticated
+from services.common.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unauthenticated,
+    Unavailable,
+)
 
 logger = logging.getLogger("catalytic.auth")
 
@@ -119,6 +125,9 @@ class LoginGuard(Protocol):
 
     async def record_failure(self, email: str) -> None:
         """Notes a failed attempt."""
+
+    async def forgive(self, email: str) -> None:
+        """Takes back the attempt `check` counted: it could not be judged."""
 
     async def record_success(self, email: str) -> None:
         """Forgets the address's failures."""
@@ -230,7 +239,13 @@ class Accounts:
         # Refused before the password is looked at; unknown addresses lock exactly like real
         # ones, so a lockout tells nothing about which e-mails exist.
         await self._lockout.check(address)
-        user = await self._store.find_user_by_email(address)
+        try:
+            user = await self._store.find_user_by_email(address)
+        except Unavailable:
+            # The database could not say: not a failed guess (an outage must not lock out
+            # every user who retries through it).
+            await self._lockout.forgive(address)
+            raise
         ok = await asyncio.to_thread(
             passwords.verify_password, user.password_hash if user else None, password
         )

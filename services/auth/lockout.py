@@ -10,6 +10,10 @@ Unknown addresses are counted and locked exactly like registered ones, and a loc
 refused before its password is checked, so the answer never tells whether an account exists,
 nor whether a guess made during the lock was right.
 
+An attempt the service could not judge (the database was down before the password was looked
+at) is taken back with `forgive`, so that users retrying through an outage are not locked out
+by it.
+
 Redis unavailable: `check` fails closed (Unavailable), because a lockout that cannot be read
 cannot protect anything; `record_success` only logs, because the user has proved the password.
 """
@@ -49,6 +53,20 @@ if count >= threshold then
 end
 redis.call('PEXPIRE', KEYS[1], string.format('%d', lock_ms + tonumber(ARGV[4])))
 return {1, count}
+"""
+
+# KEYS as _ATTEMPT; ARGV[1] threshold. Takes one counted attempt back; below the threshold
+# again, the lock it set goes too.
+_FORGIVE = """
+local count = tonumber(redis.call('GET', KEYS[1]) or '0')
+if count <= 0 then
+  return 0
+end
+count = redis.call('DECR', KEYS[1])
+if count < tonumber(ARGV[1]) then
+  redis.call('DEL', KEYS[2])
+end
+return count
 """
 
 
@@ -94,6 +112,7 @@ class LoginLockout:
     ) -> None:
         self._redis = redis
         self._attempt = redis.register_script(_ATTEMPT)
+        self._forgive = redis.register_script(_FORGIVE)
         self.policy = policy or LockoutPolicy()
         self._call = RedisCalls(redis, timeout_s)
 
@@ -126,6 +145,16 @@ class LoginLockout:
             "failed log-in attempt",
             extra={"lockout_key": lockout_keys(email)[0].rsplit(":", 1)[0]},
         )
+
+    async def forgive(self, email: str) -> None:
+        """The attempt `check` counted could not be judged (a dependency was down before the
+        password was looked at): it no longer counts. Redis unavailable: only logged."""
+        try:
+            await self._call(
+                self._forgive(keys=list(lockout_keys(email)), args=[self.policy.threshold])
+            )
+        except REDIS_FAILURES as exc:
+            logger.warning("could not take back a log-in attempt: %r", exc)
 
     async def record_success(self, email: str) -> None:
         """The password was right: forgets the address's attempts and lifts its lock."""

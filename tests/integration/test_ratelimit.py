@@ -342,3 +342,18 @@ async def test_after_a_flush_the_lockout_counts_again(flushable: aioredis.Redis)
     await flushable.flushdb()
     await fail(lockout, address, 3)
     assert 0.5 < await locked_for(lockout, address) <= 1.0
+
+
+async def test_a_forgiven_attempt_does_not_count(redis: aioredis.Redis) -> None:
+    # Attempts the service could not judge (the database was down) are taken back: however
+    # many, they never lock; and one taken back at the threshold lifts the lock it set.
+    lockout = LoginLockout(redis, FAST)
+    address = email()
+    await fail(lockout, address, 2)
+    for _ in range(5):
+        await lockout.check(address)
+        await lockout.forgive(address)
+    await lockout.check(address)  # counted third: it sets the lock
+    await lockout.forgive(address)
+    await fail(lockout, address, 1)  # allowed: the lock went with the attempt; this one locks
+    assert 0.5 < await locked_for(lockout, address) <= 1.0

@@ -119,6 +119,9 @@ class Lockout:
     async def record_failure(self, email: str) -> None:
         self.failures += 1
 
+    async def forgive(self, email: str) -> None:
+        pass
+
     async def record_success(self, email: str) -> None:
         pass
 

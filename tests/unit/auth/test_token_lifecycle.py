@@ -155,8 +155,30 @@ class NoLockout:
     async def record_failure(self, email: str) -> None:
         return None
 
+    async def forgive(self, email: str) -> None:
+        return None
+
     async def record_success(self, email: str) -> None:
         return None
+
+
+@dataclass
+class CountingLockout:
+    """Counts attempts as LoginLockout does: `check` counts, `forgive` takes one back."""
+
+    attempts: int = 0
+
+    async def check(self, email: str) -> None:
+        self.attempts += 1
+
+    async def record_failure(self, email: str) -> None:
+        return None
+
+    async def forgive(self, email: str) -> None:
+        self.attempts -= 1
+
+    async def record_success(self, email: str) -> None:
+        self.attempts = 0
 
 
 @pytest.fixture
@@ -387,3 +409,28 @@ async def test_delete_revokes_nothing_when_the_marker_cannot_be_written(
     with pytest.raises(Unavailable):
         await api_keys.delete(jwt_principal(), created.record.id)
     assert key_store.committed == []
+
+
+async def test_a_log_in_the_database_could_not_judge_is_not_a_failed_attempt(
+    tmp_path: Path,
+) -> None:
+    # A database outage answers 503; users retrying through it must not lock themselves out.
+    class DownStore:
+        async def find_user_by_email(self, email: str) -> UserRecord | None:
+            raise Unavailable("the database is unavailable")
+
+    lockout = CountingLockout()
+    issuer = TokenIssuer(KeyRing.load(tmp_path / "keys"), issuer="i", audience="a", ttl_s=600)
+    accounts = Accounts(
+        DownStore(),  # type: ignore[arg-type]
+        issuer,
+        denylist=FakeDenylist(),
+        revocations=FakeRevocationLog(FakeDenylist().events),
+        lockout=lockout,
+        default_plan="free",
+        refresh_ttl_s=3600,
+    )
+    for _ in range(3):
+        with pytest.raises(Unavailable):
+            await accounts.login("ada@example.com", "correct horse battery staple")
+    assert lockout.attempts == 0
