@@ -29,6 +29,12 @@ RETRY_AFTER_429_S = 0.5
 # flood drains within seconds once the test stops it.
 HEAVY_TIMEOUT = "5S"
 SAMPLES = 30
+# The flood's searches keep the pool's workers busy, and on a 2-core machine the light tenant's
+# requests share those cores with them: a few tens of milliseconds of time-sharing are the
+# machine's, not the queue's (a clean-clone CI run saw p95 26 -> 72 ms). Unfairness looks
+# different: a light request queued behind one heavy search waits the search out, a second or
+# more. The allowance is far below that.
+CPU_SHARING_ALLOWANCE_S = 0.1
 
 
 def create(gateway: httpx.Client, tenant: Tenant, dimensions: int, size: int, **fill: Any) -> str:
@@ -136,4 +142,4 @@ def test_a_flooding_tenant_neither_refuses_nor_slows_another_tenants_paths(
         f"{p95(during) * 1000:.1f} ms; heavy tenant {dict(flood.statuses)}"
     )
     print(summary)
-    assert p95(during) <= 2 * p95(before), summary
+    assert p95(during) <= 2 * p95(before) + CPU_SHARING_ALLOWANCE_S, summary
