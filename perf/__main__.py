@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from perf.registry import BENCHMARKS
-from perf.run import PLANT_VARIABLE, baseline, check, parse_plant
-from perf.store import BASELINES, history_path, load_baselines, read_history
+from perf.run import PLANT_VARIABLE, baseline, check, machine, parse_plant
+from perf.store import BASELINES, baselines_for, history_path, read_history
 from perf.trend import OUT, draw
 
 
@@ -49,10 +49,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{b.name:32} {b.direction.text:17} {b.ratio}")
         return 0
     if args.command == "report":
-        png = draw(read_history(history_path()), BENCHMARKS, load_baselines())
+        cpu = machine()["cpu"]
+        chosen = baselines_for(cpu, BENCHMARKS)
+        png = draw(
+            read_history(history_path()),
+            BENCHMARKS,
+            {name: c.baseline for name, c in chosen.items()},
+        )
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_bytes(png)
-        print(f"perf-report: wrote {args.out} from {history_path()}")
+        print(f"perf-report: wrote {args.out} from {history_path()}, baselines of {cpu}")
         return 0
     if args.command == "baseline":
         if args.runs < 1:
@@ -62,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         plant = parse_plant(os.environ.get(PLANT_VARIABLE, ""), names)
     except ValueError as exc:
         parser.error(str(exc))
-    return check(selected, load_baselines(), history=history_path(), plant=plant)
+    return check(selected, BASELINES, history=history_path(), plant=plant)
 
 
 if __name__ == "__main__":

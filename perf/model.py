@@ -105,6 +105,14 @@ class Baseline:
 
 
 @dataclass(frozen=True)
+class Chosen:
+    """The baseline a run is judged against, and the CPU model it was recorded on."""
+
+    baseline: Baseline
+    recorded_on: str
+
+
+@dataclass(frozen=True)
 class Verdict:
     """A new figure judged against its baseline."""
 
@@ -113,6 +121,8 @@ class Verdict:
     direction: Direction
     baseline: Baseline | None
     figure: float
+    # Set when the baseline was recorded on another CPU model than the one measured now.
+    borrowed_from: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -137,7 +147,8 @@ class Verdict:
         """One line naming the benchmark, the baseline, the tolerance and the new figure."""
         if self.baseline is None:
             return (
-                f"{self.name}: no baseline in perf/baselines.json (new figure {self.figure:.4g});"
+                f"{self.name}: no baseline in perf/baselines.json for any CPU model"
+                f" (new figure {self.figure:.4g});"
                 f" record one with `make perf-baseline PERF_ARGS='--only {self.name}'`"
             )
         b = self.baseline
@@ -148,13 +159,30 @@ class Verdict:
             f"{'' if self.passed else 'REGRESSION '}{self.name}: new figure {self.figure:.4g},"
             f" baseline {b.value:.4g}, tolerance {b.tolerance:.0%} ({self.direction.text};"
             f" {'fails below' if higher else 'fails above'} {b.limit(self.direction):.4g}):"
-            f" {abs(change):.1%} {'worse' if worse else 'better'}. Ratio: {self.ratio}"
+            f" {abs(change):.1%} {'worse' if worse else 'better'}.{self.borrowed()}"
+            f" Ratio: {self.ratio}"
+        )
+
+    def borrowed(self) -> str:
+        if self.borrowed_from is None:
+            return ""
+        return (
+            f" No baseline recorded on this CPU model: judged against the most lenient one"
+            f" ({self.borrowed_from}); record this one's with `make perf-baseline`."
         )
 
 
-def judge(benchmark: Benchmark, baseline: Baseline | None, measurement: Measurement) -> Verdict:
+def judge(
+    benchmark: Benchmark, chosen: Chosen | None, measurement: Measurement, cpu: str
+) -> Verdict:
+    """The measurement against the chosen baseline (perf/store.py baselines_for) on `cpu`."""
     return Verdict(
-        benchmark.name, benchmark.ratio, benchmark.direction, baseline, measurement.figure
+        benchmark.name,
+        benchmark.ratio,
+        benchmark.direction,
+        chosen.baseline if chosen else None,
+        measurement.figure,
+        None if chosen is None or chosen.recorded_on == cpu else chosen.recorded_on,
     )
 
 

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from loadtest.rest import STACK_ENV as REST_STACK_ENV
 from loadtest.stack import LOAD_GATEWAY_RATE_LIMIT_PER_S
-from perf.model import Baseline, Benchmark, Measurement, judge
-from perf.store import TooNoisy, append_history, record, save_baselines
+from perf.model import Benchmark, Measurement, judge
+from perf.store import TooNoisy, append_history, baselines_for, record, save_baselines
 
 if TYPE_CHECKING:
     from devstack import Stack
@@ -200,7 +200,7 @@ def run_once(benchmarks: Sequence[Benchmark], plant: Mapping[str, int], progress
 
 def check(
     benchmarks: Sequence[Benchmark],
-    baselines: Mapping[str, Baseline],
+    baselines: Path,
     *,
     history: Path | None,
     plant: Mapping[str, int],
@@ -210,9 +210,11 @@ def check(
     """Measures, judges against the baselines, prints the verdicts and appends the history
     line (not for a planted run). 0 when every benchmark is within its tolerance, else 1."""
     run = run_once(benchmarks, plant, progress or Progress())
-    verdicts = [judge(b, baselines.get(b.name), run.results[b.name]) for b in benchmarks]
+    cpu = machine()["cpu"]
+    chosen = baselines_for(cpu, benchmarks, baselines)
+    verdicts = [judge(b, chosen.get(b.name), run.results[b.name], cpu) for b in benchmarks]
     print(file=out)
-    print("perf-check: each figure is the median of its samples", file=out)
+    print(f"perf-check: each figure is the median of its samples; baselines of {cpu}", file=out)
     for v in verdicts:
         print(f"  {'PASS' if v.passed else 'FAIL'}  {v.message()}", file=out)
         if v.improved:
@@ -284,6 +286,6 @@ def baseline(
         print(f"perf-baseline: NOT RECORDED {line}", file=out)
     if noisy:
         return 1
-    save_baselines(recorded, path)
-    print(f"perf-baseline: wrote {', '.join(recorded)} to {path}", file=out)
+    save_baselines(recorded, info["cpu"], path)
+    print(f"perf-baseline: wrote {', '.join(recorded)} for {info['cpu']} to {path}", file=out)
     return 0

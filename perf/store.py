@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from perf.model import Baseline
+from perf.model import Baseline, Benchmark, Chosen, Direction
 
 HERE = Path(__file__).resolve().parent
 BASELINES = HERE / "baselines.json"
@@ -72,17 +72,44 @@ def record(runs: Sequence[float], where: str) -> Recorded:
     return Recorded(Baseline(value, tolerance_for(spread)), tuple(runs), spread, where)
 
 
-def load_baselines(path: Path = BASELINES) -> dict[str, Baseline]:
+def load_recorded(path: Path = BASELINES) -> dict[str, dict[str, Baseline]]:
+    """Every committed baseline: {benchmark: {cpu model: Baseline}}. A ratio of our code to a
+    peer's depends on the processor (an EPYC and a Xeon put numpy's and scipy's loops in a
+    different order), so each CPU model the gate runs on has its own (ADR 61)."""
     if not path.exists():
         return {}
     data = json.loads(path.read_text())
-    return {name: Baseline(e["value"], e["tolerance"]) for name, e in data.items()}
+    return {
+        name: {cpu: Baseline(e["value"], e["tolerance"]) for cpu, e in per_cpu.items()}
+        for name, per_cpu in data.items()
+    }
 
 
-def save_baselines(recorded: Mapping[str, Recorded], path: Path = BASELINES) -> None:
-    """Replaces the named entries and keeps the others."""
+def baselines_for(
+    cpu: str, benchmarks: Sequence[Benchmark], path: Path = BASELINES
+) -> dict[str, Chosen]:
+    """Per benchmark, the baseline recorded on `cpu`; for a CPU model no baseline was recorded
+    on, the most lenient of the others' (the one whose limit lets the worst figure pass), so
+    that a new machine fails only where it is worse than every machine we know. A benchmark
+    with no baseline at all is left out."""
+    recorded = load_recorded(path)
+    chosen: dict[str, Chosen] = {}
+    for b in benchmarks:
+        per_cpu = recorded.get(b.name, {})
+        if cpu in per_cpu:
+            chosen[b.name] = Chosen(per_cpu[cpu], cpu)
+        elif per_cpu:
+            sign = -1 if b.direction is Direction.HIGHER else 1
+            where = max(per_cpu, key=lambda c: sign * per_cpu[c].limit(b.direction))
+            chosen[b.name] = Chosen(per_cpu[where], where)
+    return chosen
+
+
+def save_baselines(recorded: Mapping[str, Recorded], cpu: str, path: Path = BASELINES) -> None:
+    """Replaces the named benchmarks' entries for `cpu` and keeps every other."""
     data = json.loads(path.read_text()) if path.exists() else {}
-    data.update({name: r.to_json() for name, r in recorded.items()})
+    for name, r in recorded.items():
+        data.setdefault(name, {})[cpu] = r.to_json()
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 

@@ -6,8 +6,15 @@ import json
 
 import pytest
 
-from perf.model import Baseline, Direction, Measurement, Verdict, paired_ratios
-from perf.store import TooNoisy, load_baselines, record, save_baselines, tolerance_for
+from perf.model import Baseline, Direction, Measurement, Verdict, judge, paired_ratios
+from perf.store import (
+    TooNoisy,
+    baselines_for,
+    load_recorded,
+    record,
+    save_baselines,
+    tolerance_for,
+)
 
 
 def verdict(direction: Direction, figure: float, value: float = 0.5, tolerance: float = 0.25):
@@ -113,9 +120,63 @@ def test_record_takes_the_median_and_the_largest_deviation() -> None:
     assert r.spread == pytest.approx(0.1)
 
 
-def test_saving_replaces_named_entries_and_keeps_the_others(tmp_path) -> None:
+def test_saving_replaces_named_entries_of_one_cpu_and_keeps_the_others(tmp_path) -> None:
     path = tmp_path / "baselines.json"
-    save_baselines({"a": record([1.0], "x"), "b": record([2.0], "x")}, path)
-    save_baselines({"b": record([3.0, 3.3], "y")}, path)
-    assert load_baselines(path) == {"a": Baseline(1.0, 0.15), "b": Baseline(3.15, 0.15)}
-    assert json.loads(path.read_text())["b"]["recorded"] == "y"
+    save_baselines({"a": record([1.0], "x"), "b": record([2.0], "x")}, "EPYC", path)
+    save_baselines({"b": record([3.0, 3.3], "y")}, "EPYC", path)
+    save_baselines({"b": record([4.0], "z")}, "Xeon", path)
+    assert load_recorded(path) == {
+        "a": {"EPYC": Baseline(1.0, 0.15)},
+        "b": {"EPYC": Baseline(3.15, 0.15), "Xeon": Baseline(4.0, 0.15)},
+    }
+    assert json.loads(path.read_text())["b"]["EPYC"]["recorded"] == "y"
+
+
+class Named:
+    """The part of a Benchmark that choosing a baseline reads."""
+
+    def __init__(self, name: str, direction: Direction) -> None:
+        self.name = name
+        self.direction = direction
+        self.ratio = "a ÷ b"
+
+
+def test_a_run_is_judged_against_its_own_cpu_models_baseline(tmp_path) -> None:
+    path = tmp_path / "baselines.json"
+    save_baselines({"x": record([1.0], "here")}, "EPYC", path)
+    save_baselines({"x": record([2.0], "there")}, "Xeon", path)
+    chosen = baselines_for("Xeon", [Named("x", Direction.LOWER)], path)  # type: ignore[list-item]
+    assert chosen["x"].baseline == Baseline(2.0, 0.15)
+    assert chosen["x"].recorded_on == "Xeon"
+
+
+@pytest.mark.parametrize(
+    ("direction", "lenient"), [(Direction.LOWER, 2.0), (Direction.HIGHER, 1.0)]
+)
+def test_an_unknown_cpu_model_borrows_the_most_lenient_baseline_and_says_so(
+    tmp_path, direction: Direction, lenient: float
+) -> None:
+    path = tmp_path / "baselines.json"
+    save_baselines({"x": record([1.0], "here")}, "EPYC", path)
+    save_baselines({"x": record([2.0], "there")}, "Xeon", path)
+    chosen = baselines_for("Ampere", [Named("x", direction)], path)  # type: ignore[list-item]
+    assert chosen["x"].baseline.value == lenient
+    v = judge(Named("x", direction), chosen["x"], Measurement(lenient, (lenient,)), "Ampere")  # type: ignore[arg-type]
+    assert v.passed
+    recorded_on = "Xeon" if lenient == 2.0 else "EPYC"
+    assert (
+        f"judged against the most lenient one ({recorded_on})"
+        in v.message()
+    )
+    assert (
+        "No baseline recorded"
+        not in judge(
+            Named("x", direction), chosen["x"], Measurement(lenient, (lenient,)), recorded_on
+        ).message()
+    )  # type: ignore[arg-type]
+
+
+def test_a_benchmark_recorded_nowhere_has_no_baseline(tmp_path) -> None:
+    path = tmp_path / "baselines.json"
+    save_baselines({"x": record([1.0], "here")}, "EPYC", path)
+    assert baselines_for("EPYC", [Named("y", Direction.LOWER)], path) == {}  # type: ignore[list-item]

@@ -21,8 +21,15 @@ import pytest
 from bench.lattice import Lattice, undirected_edges
 from devstack.stack import REPO_ROOT
 from perf.engine import EngineVsPeer, Side
-from perf.model import Baseline
-from perf.run import PLANT_VARIABLE, BenchmarkContext, Progress, Session, check, parse_plant
+from perf.run import (
+    PLANT_VARIABLE,
+    BenchmarkContext,
+    Progress,
+    Session,
+    check,
+    machine,
+    parse_plant,
+)
 from services.lattice.engine.paths import Algorithm, find_path
 
 NAME = "engine-bfs-unit"
@@ -68,6 +75,14 @@ def clean_figure() -> float:
     return small().measure(BenchmarkContext(Session(quiet), 1, quiet)).figure
 
 
+def baselines_file(tmp_path, value: float, tolerance: float):
+    """A baselines.json holding the small benchmark's baseline for this machine's CPU model."""
+    path = tmp_path / "baselines.json"
+    entry = {"value": value, "tolerance": tolerance}
+    path.write_text(json.dumps({NAME: {machine()["cpu"]: entry}}))
+    return path
+
+
 def test_a_planted_regression_fails_the_gate_naming_benchmark_baseline_and_figure(
     clean_figure: float, tmp_path
 ) -> None:
@@ -75,7 +90,7 @@ def test_a_planted_regression_fails_the_gate_naming_benchmark_baseline_and_figur
     out = io.StringIO()
     status = check(
         [small()],
-        {NAME: Baseline(clean_figure, 0.4)},
+        baselines_file(tmp_path, clean_figure, 0.4),
         history=history,
         plant=parse_plant(f"{NAME}:4", [NAME]),
         out=out,
@@ -100,7 +115,7 @@ def test_the_same_benchmark_without_the_plant_passes_and_is_recorded(
     # A wide tolerance: this asserts the plumbing, not the machine's steadiness.
     status = check(
         [small()],
-        {NAME: Baseline(clean_figure, 0.9)},
+        baselines_file(tmp_path, clean_figure, 0.9),
         history=history,
         plant={},
         out=out,
