@@ -142,4 +142,5 @@ class ApiKeyVerifier:
             role=row["role"],
             auth_method=AUTH_METHOD_API_KEY,
             api_key_id=row["id"],
+            api_key_prefix=prefix,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 from services.common.errors import Unauthenticated
 
@@ -17,6 +18,9 @@ role: ContextVar[str | None] = ContextVar("role", default=None)
 # How Principal.auth_method names the two kinds of credentials.
 AUTH_METHOD_JWT = "jwt"
 AUTH_METHOD_API_KEY = "api_key"
+# The RPC's grpc context (its peer and metadata), read only when something needs where the call
+# came from (the audit trail): holding a reference costs nothing on calls that never ask.
+call: ContextVar[Any] = ContextVar("call", default=None)
 # The caller's raw `authorization` value, forwarded as-is on calls to other services.
 authorization: ContextVar[str | None] = ContextVar("authorization", default=None)
 
@@ -32,8 +36,9 @@ class Principal:
     # The access token's jti and expiry (epoch seconds); empty for API keys.
     token_id: str = ""
     expires_at: float = 0.0
-    # The API key's id when auth_method is "api_key"; empty for access tokens.
+    # The API key's id and public prefix when auth_method is "api_key"; empty for access tokens.
     api_key_id: str = ""
+    api_key_prefix: str = ""
 
 
 _principal: ContextVar[Principal | None] = ContextVar("principal", default=None)

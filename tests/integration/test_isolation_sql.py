@@ -44,6 +44,15 @@ SEED_HINTS: dict[str, dict[str, Callable[[], object]]] = {
         "prefix": lambda: base64.b32encode(secrets.token_bytes(10)).decode().lower()[:12],
         "secret_hash": lambda: secrets.token_hex(32),
     },
+    "audit_events": {
+        "action": lambda: f"lattice.create_{secrets.choice('abcdefgh')}",
+        "prev_hash": lambda: secrets.token_bytes(32),
+        "hash": lambda: secrets.token_bytes(32),
+    },
+    "audit_chain_heads": {
+        "hash": lambda: secrets.token_bytes(32),
+        "pruned_hash": lambda: secrets.token_bytes(32),
+    },
 }
 # The tables the schema had when this test was written: discovery must find at least these.
 KNOWN_TENANT_TABLES = frozenset(
@@ -56,6 +65,8 @@ KNOWN_TENANT_TABLES = frozenset(
         "webhooks",
         "memberships",
         "invitations",
+        "audit_events",
+        "audit_chain_heads",
     }
 )
 

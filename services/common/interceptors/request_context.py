@@ -44,6 +44,7 @@ class RequestContextInterceptor(RpcInterceptor):
         # No reset afterwards: each RPC runs in its own task, whose context dies with it.
         rpc_context.request_id.set(request_id)
         rpc_context.rpc_method.set(method)
+        rpc_context.call.set(context)
         # Set before the handler runs so that failed RPCs carry the id as well.
         context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
         yield
