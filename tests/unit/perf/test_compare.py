@@ -164,10 +164,7 @@ def test_an_unknown_cpu_model_borrows_the_most_lenient_baseline_and_says_so(
     v = judge(Named("x", direction), chosen["x"], Measurement(lenient, (lenient,)), "Ampere")  # type: ignore[arg-type]
     assert v.passed
     recorded_on = "Xeon" if lenient == 2.0 else "EPYC"
-    assert (
-        f"judged against the most lenient one ({recorded_on})"
-        in v.message()
-    )
+    assert f"judged against the most lenient one ({recorded_on})" in v.message()
     assert (
         "No baseline recorded"
         not in judge(
