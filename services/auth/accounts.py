@@ -15,6 +15,7 @@ from typing import Protocol
 from services.auth import passwords
 from services.auth.membership import MemberRecord, default_tenant, parse_uuid
 from services.auth.tokens import TokenIssuer, hash_token, new_refresh_token
+from services.common import audit
 from services.common.context import AUTH_METHOD_JWT, Principal
 from services.common.denylist import remaining_ttl
 from services.common.errors import (
@@ -120,8 +121,12 @@ class RevocationLog(Protocol):
 class LoginGuard(Protocol):
     """Per-account brute-force lockout (Redis in production)."""
 
-    async def check(self, email: str) -> None:
-        """Counts an attempt; ResourceExhausted while the address is locked."""
+    async def check(self, email: str) -> int:
+        """Counts an attempt, answering its number; ResourceExhausted while the address is
+        locked."""
+
+    def locks(self, attempt: int) -> bool:
+        """Whether the `attempt`-th counted attempt, failed, locks the address."""
 
     async def record_failure(self, email: str) -> None:
         """Notes a failed attempt."""
@@ -131,6 +136,15 @@ class LoginGuard(Protocol):
 
     async def record_success(self, email: str) -> None:
         """Forgets the address's failures."""
+
+
+class Audit(Protocol):
+    """Where the events that change nothing else go (services/common/audit.py AuditTrail)."""
+
+    async def record(
+        self, tenant_id: str, event: audit.AuditEvent, *, actor: audit.Actor | None = None
+    ) -> None:
+        """Appends the event to the tenant's chain, committed when this returns."""
 
 
 class AuthStore(Protocol):
@@ -191,6 +205,7 @@ class Accounts:
         denylist: TokenDenylist,
         revocations: RevocationLog,
         lockout: LoginGuard,
+        audit_trail: Audit,
         default_plan: str,
         refresh_ttl_s: int,
     ) -> None:
@@ -199,6 +214,7 @@ class Accounts:
         self._denylist = denylist
         self._revocations = revocations
         self._lockout = lockout
+        self._audit = audit_trail
         self._default_plan = default_plan
         self._refresh_ttl = timedelta(seconds=refresh_ttl_s)
 
@@ -238,7 +254,7 @@ class Accounts:
         address = email.strip().lower()
         # Refused before the password is looked at; unknown addresses lock exactly like real
         # ones, so a lockout tells nothing about which e-mails exist.
-        await self._lockout.check(address)
+        attempt = await self._lockout.check(address)
         try:
             user = await self._store.find_user_by_email(address)
         except Unavailable:
@@ -251,6 +267,7 @@ class Accounts:
         )
         if user is None or not ok:
             await self._lockout.record_failure(address)
+            await self._audit_failure(address, user, attempt)
             raise Unauthenticated(LOGIN_FAILED)
         await self._lockout.record_success(address)
         if passwords.needs_rehash(user.password_hash):
@@ -268,7 +285,37 @@ class Accounts:
             role=membership.role,
             created_at=user.created_at,
         )
-        return await self._issue_pair(member, family_id=str(uuid.uuid4()))
+        pair = await self._issue_pair(member, family_id=str(uuid.uuid4()))
+        await self._audit.record(
+            member.tenant_id,
+            audit.AuditEvent("auth.login", "user", user.id, details={"role": member.role}),
+            actor=audit.Actor("user", user.id),
+        )
+        return pair
+
+    async def _audit_failure(self, address: str, user: UserRecord | None, attempt: int) -> None:
+        """A refused log-in, and the lockout it starts: in the account's tenant, or for an
+        unknown e-mail the platform's chain with only the address's domain (a mistyped
+        password in the e-mail field must not be kept)."""
+        anonymous = audit.Actor("anonymous", "")
+        if user is None:
+            tenant, target, reason = audit.PLATFORM_TENANT, "", "unknown_email"
+            details: dict[str, audit.Detail] = {"email_domain": address.rpartition("@")[2][:253]}
+        else:
+            tenant, target, reason, details = user.tenant_id, user.id, "bad_password", {}
+        await self._audit.record(
+            tenant,
+            audit.AuditEvent("auth.login", "user", target, audit.FAILURE, reason, details),
+            actor=anonymous,
+        )
+        if self._lockout.locks(attempt):
+            await self._audit.record(
+                tenant,
+                audit.AuditEvent(
+                    "auth.lockout", "user", target, details={**details, "attempts": attempt}
+                ),
+                actor=audit.Actor.system("auth"),
+            )
 
     async def switch_tenant(self, principal: Principal, tenant_id: str) -> TokenPair:
         """A new pair (a new refresh family) for another tenant the caller belongs to."""
@@ -335,10 +382,20 @@ class Accounts:
             principal.tenant_id, principal.token_id, principal.expires_at
         )
         await self._denylist.add(principal.token_id, remaining_ttl(principal.expires_at))
+        family_revoked = False
         if refresh_token and len(refresh_token) <= MAX_REFRESH_TOKEN_LENGTH:
-            await self._store.revoke_refresh_family(
+            family_revoked = await self._store.revoke_refresh_family(
                 principal.tenant_id, principal.user_id, hash_token(refresh_token)
             )
+        await self._audit.record(
+            principal.tenant_id,
+            audit.AuditEvent(
+                "auth.logout",
+                "user",
+                principal.user_id,
+                details={"refresh_family_revoked": family_revoked},
+            ),
+        )
 
     async def current_user(self, principal: Principal) -> UserRecord:
         """The caller's own record, with the role the credential acts with (an API key's may be

@@ -1,4 +1,4 @@
-"""Operator command line: `python -m services.auth.admin {set-plan,show-tenant,*-key(s)}`.
+"""Operator command line: `python -m services.auth.admin {set-plan,show-tenant,*-key(s),*-audit}`.
 
 The key commands reach the signing keys as the auth service does (JWT_KEY_PROVIDER: PEM files
 or a PKCS#11 token). The others talk to PostgreSQL directly as DATABASE_ADMIN_URL (else
@@ -15,14 +15,17 @@ import os
 import sys
 import uuid
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 
 import psycopg
 from psycopg.rows import TupleRow
 
+from services.auth import audit_commands
 from services.auth.config import PLANS, SigningKeyConfig, open_signing_keys
 from services.auth.keys import generate_key
 from services.auth.signing import SigningKeyError, SigningKeyRing
+from services.common import audit
 from services.common.config import ConfigError, redact_url
 
 EXIT_OK = 0
@@ -70,6 +73,13 @@ def set_plan(tenant_id: str, plan: str) -> str:
         if old == plan:
             return f"tenant {tenant_id}: plan is already {plan}; nothing changed"
         conn.execute("UPDATE tenants SET plan = %s WHERE id = %s", (plan, tenant_id))
+        audit.record_sync(
+            conn,
+            tenant_id,
+            audit.AuditEvent(
+                "tenant.plan_change", "tenant", tenant_id, details={"from": old, "to": plan}
+            ),
+        )
     return f"tenant {tenant_id}: plan {old} -> {plan}"
 
 
@@ -87,6 +97,8 @@ def show_tenant(tenant_id: str) -> str:
             " FROM tenants WHERE id = %s",
             (tenant_id,),
         ).fetchone()
+        if row is not None:
+            audit.record_sync(conn, tenant_id, audit.AuditEvent("tenant.show", "tenant", tenant_id))
     if row is None:
         raise CommandError(f"no tenant with id {tenant_id}")
     name, plan, created_at, users, lattices, webhooks, api_keys = row
@@ -129,6 +141,24 @@ def _signing_keys(config: SigningKeyConfig) -> Iterator[SigningKeyRing]:
         ring.close()
 
 
+def _record_platform(event: audit.AuditEvent) -> None:
+    """A key command in the platform's chain; without a database to record in, a warning (a
+    key can be rotated while PostgreSQL is down, and must be)."""
+    url = os.environ.get("DATABASE_ADMIN_URL") or os.environ.get("DATABASE_URL")
+    if not url:
+        print(
+            f"warning: {event.action} not recorded in the audit trail: DATABASE_ADMIN_URL unset",
+            file=sys.stderr,
+        )
+        return
+    try:
+        with _connect() as conn, conn.transaction():
+            conn.execute("SELECT set_config('app.tenant_id', %s, true)", (audit.PLATFORM_TENANT,))
+            audit.record_sync(conn, audit.PLATFORM_TENANT, event)
+    except (CommandError, psycopg.Error) as exc:
+        print(f"warning: {event.action} not recorded in the audit trail: {exc}", file=sys.stderr)
+
+
 def _ttl() -> str:
     return os.environ.get("ACCESS_TOKEN_TTL_S") or str(DEFAULT_ACCESS_TOKEN_TTL_S)
 
@@ -141,6 +171,7 @@ def rotate_key(config: SigningKeyConfig) -> str:
         old = ring.kids()
         kid = ring.create()
         where = ring.describe()
+    _record_platform(audit.AuditEvent("signing_key.rotate", "signing_key", kid))
     lines = [
         f"created kid {kid} in {where}",
         "next:",
@@ -161,6 +192,7 @@ def _rotate_file_key(keys_dir: Path) -> str:
         path = generate_key(keys_dir)
     except SigningKeyError as exc:
         raise CommandError(str(exc)) from None
+    _record_platform(audit.AuditEvent("signing_key.rotate", "signing_key", path.stem))
     lines = [
         f"wrote {path} (kid {path.stem})",
         "next:",
@@ -187,6 +219,7 @@ def retire_key(config: SigningKeyConfig, kid: str) -> str:
             )
         ring.destroy(kid)
         where = ring.describe()
+    _record_platform(audit.AuditEvent("signing_key.retire", "signing_key", kid))
     return "\n".join(
         (
             f"retired kid {kid} from {where}",
@@ -258,7 +291,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for command in (rotate, retire, listing):
         command.add_argument("--keys-dir", type=Path, default=None, help=keys_help)
+
+    verify = commands.add_parser(
+        "verify-audit",
+        help="check a tenant's audit chain; exit 1 naming the first edited or removed row",
+        description="Recompute the tenant's audit hash chain from its rows: an edited, removed,"
+        " inserted or reordered row, or a truncated tail, fails naming the row. Use the nil UUID"
+        f" {audit.PLATFORM_TENANT} for the platform's chain.",
+    )
+    verify.add_argument("tenant_id", metavar="TENANT_ID", type=_tenant_id, help="the tenant's UUID")
+    export = commands.add_parser(
+        "export-audit",
+        help="write a tenant's audit events as JSON lines (for a SIEM), oldest first",
+        description="Write the tenant's audit events to standard output as JSON lines, oldest"
+        " first, each with its seq, prev_hash and hash, so that the receiver can verify the chain"
+        " too (docs/operations/audit.md).",
+    )
+    export.add_argument("tenant_id", metavar="TENANT_ID", type=_tenant_id, help="the tenant's UUID")
+    export.add_argument(
+        "--since", type=_since, default=None, help="only events at or after this ISO 8601 time"
+    )
+    prune = commands.add_parser(
+        "prune-audit",
+        help="delete audit events older than the retention (default 365 days)",
+        description="Delete audit events older than --older-than-days (else AUDIT_RETENTION_DAYS,"
+        " else 365) from every chain, or one tenant's; the chain's new start is kept so that"
+        " verify-audit still checks the rest. Run daily (deploy/k8s: the audit-retention"
+        " CronJob).",
+    )
+    prune.add_argument("--older-than-days", type=int, default=None, metavar="DAYS")
+    prune.add_argument("--tenant", type=_tenant_id, default=None, metavar="TENANT_ID")
     return parser
+
+
+def _since(value: str) -> datetime:
+    try:
+        return audit_commands.parse_since(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -272,12 +342,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(rotate_key(_signing_config(args.keys_dir)))
         elif args.command == "retire-key":
             print(retire_key(_signing_config(args.keys_dir), args.kid))
-        else:
+        elif args.command == "list-keys":
             print(list_keys(_signing_config(args.keys_dir)))
-    except CommandError as exc:
+        else:
+            return _audit_command(args)
+    except (CommandError, audit_commands.AuditCommandError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _audit_command(args: argparse.Namespace) -> int:
+    with _connect() as conn:
+        if args.command == "verify-audit":
+            line, intact = audit_commands.verify_audit(conn, args.tenant_id)
+            print(line)
+            return EXIT_OK if intact else EXIT_FAILED
+        if args.command == "export-audit":
+            count = audit_commands.export_audit(conn, args.tenant_id, sys.stdout, args.since)
+            print(f"exported {count} events of tenant {args.tenant_id}", file=sys.stderr)
+            return EXIT_OK
+        days = audit_commands.retention_days(args.older_than_days)
+        for line in audit_commands.prune_audit(conn, days, tenant_id=args.tenant):
+            print(line)
+        return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -116,9 +116,13 @@ class LoginLockout:
         self.policy = policy or LockoutPolicy()
         self._call = RedisCalls(redis, timeout_s)
 
-    async def check(self, email: str) -> None:
-        """Counts this attempt; ResourceExhausted with retry_after_s while the address is
-        locked, Unavailable when Redis cannot say."""
+    def locks(self, attempt: int) -> bool:
+        """Whether the `attempt`-th counted attempt, failed, locks the address."""
+        return self.policy.lock_s(attempt) > 0
+
+    async def check(self, email: str) -> int:
+        """Counts this attempt and answers its number; ResourceExhausted with retry_after_s
+        while the address is locked, Unavailable when Redis cannot say."""
         policy = self.policy
         try:
             allowed, value = await self._call(
@@ -138,6 +142,7 @@ class LoginLockout:
         if not int(allowed):
             RATE_LIMITED.labels(SERVICE, LIMIT_NAME).inc()
             raise ResourceExhausted(LOCKED, retry_after_s=int(value) / 1000)
+        return int(value)
 
     async def record_failure(self, email: str) -> None:
         """The attempt failed. `check` counted it already; this logs it for the operators."""

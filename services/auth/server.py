@@ -11,6 +11,7 @@ from catalytic.auth.v1 import auth_service_pb2_grpc as pb_grpc
 
 from services.auth.accounts import Accounts
 from services.auth.api_keys import ApiKeys
+from services.auth.audit_log import AuditLog
 from services.auth.config import AuthConfig, open_signing_keys
 from services.auth.invitations import Invitations
 from services.auth.lockout import LoginLockout
@@ -22,6 +23,7 @@ from services.auth.tokens import TokenIssuer
 from services.common import permissions
 from services.common.access_tokens import AccessTokenVerifier
 from services.common.api_keys import ApiKeyVerifier
+from services.common.audit import AuditTrail
 from services.common.cache import open_redis
 from services.common.db import Database
 from services.common.denylist import Denylist
@@ -74,6 +76,7 @@ async def create_server(config: AuthConfig) -> RunningService:
             denylist=denylist,
             revocations=revocations,
             lockout=lockout,
+            audit_trail=AuditTrail(database),
             default_plan=config.default_plan,
             refresh_ttl_s=config.refresh_token_ttl_s,
         )
@@ -92,6 +95,7 @@ async def create_server(config: AuthConfig) -> RunningService:
             invitations=Invitations(
                 team_store, store, role_cache, lockout, ttl_s=config.invitation_ttl_s
             ),
+            audit_log=AuditLog(database),
         )
 
         def register(server: grpc.aio.Server) -> None:

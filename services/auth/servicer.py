@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TypedDict
+from collections.abc import Mapping
+from typing import Any, TypedDict
 
 import grpc
 from catalytic.auth.v1 import auth_service_pb2 as pb
@@ -10,6 +11,7 @@ from catalytic.auth.v1 import auth_service_pb2_grpc as pb_grpc
 
 from services.auth.accounts import Accounts, TenantRecord, TokenPair, UserRecord
 from services.auth.api_keys import ApiKeyRecord, ApiKeys
+from services.auth.audit_log import AuditLog, audit_filter
 from services.auth.invitations import InvitationRecord, Invitations
 from services.auth.members import Members, TenantMembership
 from services.auth.membership import MemberRecord
@@ -84,6 +86,28 @@ class PairFields(TypedDict):
     expires_in: int
 
 
+def audit_event_message(row: Mapping[str, Any]) -> pb.AuditEvent:
+    event = pb.AuditEvent(
+        id=row["id"],
+        seq=row["seq"],
+        occurred_at=to_timestamp(row["occurred_at"]),
+        actor_type=row["actor_type"],
+        actor_id=row["actor_id"],
+        action=row["action"],
+        target_type=row["target_type"],
+        target_id=row["target_id"],
+        outcome=row["outcome"],
+        reason=row["reason"],
+        client_address=row["client_address"],
+        user_agent=row["user_agent"],
+        request_id=row["request_id"],
+        prev_hash=bytes(row["prev_hash"]).hex(),
+        hash=bytes(row["hash"]).hex(),
+    )
+    event.details.update(row["details"])
+    return event
+
+
 def pair_fields(pair: TokenPair) -> PairFields:
     return PairFields(
         access_token=pair.access_token,
@@ -104,12 +128,14 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         *,
         members: Members,
         invitations: Invitations,
+        audit_log: AuditLog,
     ) -> None:
         self._accounts = accounts
         self._api_keys = api_keys
         self._keys = keys
         self._members = members
         self._invitations = invitations
+        self._audit_log = audit_log
 
     async def Register(self, request: pb.RegisterRequest, context: Context) -> pb.RegisterResponse:
         user, tenant = await self._accounts.register(
@@ -215,3 +241,15 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             optional_principal(), request.token, request.password
         )
         return pb.AcceptInvitationResponse(user=user_message(user), tenant=tenant_message(tenant))
+
+    async def ListAuditEvents(
+        self, request: pb.ListAuditEventsRequest, context: Context
+    ) -> pb.ListAuditEventsResponse:
+        found = audit_filter(request.start_time, request.end_time, request.action, request.actor_id)
+        page = await self._audit_log.page(
+            current_principal(), found, page_size=request.page_size, page_token=request.page_token
+        )
+        return pb.ListAuditEventsResponse(
+            events=[audit_event_message(row) for row in page.events],
+            next_page_token=page.next_page_token,
+        )

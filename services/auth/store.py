@@ -14,6 +14,7 @@ import psycopg
 from services.auth.accounts import RefreshTokenRecord, TenantRecord, UserRecord
 from services.auth.api_keys import ApiKeyRecord, NewApiKeyRow
 from services.auth.membership import MemberRecord
+from services.common import audit
 from services.common.db import Connection, Database
 from services.common.errors import AlreadyExists
 
@@ -140,10 +141,25 @@ class _RefreshSession:
         )
 
     async def revoke_family(self) -> None:
+        token = self._locked()
         await self._conn.execute(
             "UPDATE refresh_tokens SET revoked_at = now()"
             " WHERE family_id = %s AND revoked_at IS NULL",
-            (self._locked().family_id,),
+            (token.family_id,),
+        )
+        # Whoever presented it is unknown: the thief or the user.
+        await audit.record(
+            self._conn,
+            token.tenant_id,
+            audit.AuditEvent(
+                "auth.refresh_reuse",
+                "refresh_family",
+                token.family_id,
+                audit.FAILURE,
+                "token_reused",
+                {"user_id": token.user_id, "family_revoked": True},
+            ),
+            actor=audit.Actor("anonymous", ""),
         )
 
 
@@ -162,6 +178,17 @@ class PostgresAuthStore:
                     (tenant.id, tenant.name, tenant.plan),
                 )
                 await insert_member(conn, user)
+                await audit.record(
+                    conn,
+                    tenant.id,
+                    audit.AuditEvent(
+                        "user.create",
+                        "user",
+                        user.id,
+                        details={"role": user.role, "via": "register", "plan": tenant.plan},
+                    ),
+                    actor=audit.Actor("user", user.id),
+                )
         except psycopg.errors.UniqueViolation as exc:
             raise AlreadyExists("an account with this e-mail already exists") from exc
 
@@ -306,10 +333,20 @@ class PostgresAuthStore:
                     ),
                 )
                 inserted = await cur.fetchone()
+                if inserted is None:
+                    raise RuntimeError("INSERT ... RETURNING returned no row")
+                await audit.record(
+                    conn,
+                    row.tenant_id,
+                    audit.AuditEvent(
+                        "api_key.create",
+                        "api_key",
+                        row.id,
+                        details={"prefix": row.prefix, "role": row.role, "name": row.name},
+                    ),
+                )
         except psycopg.errors.UniqueViolation as exc:
             raise AlreadyExists("an API key with this prefix exists") from exc
-        if inserted is None:
-            raise RuntimeError("INSERT ... RETURNING returned no row")
         return _api_key(inserted)
 
     async def list_api_keys(self, tenant_id: str) -> list[ApiKeyRecord]:
@@ -328,10 +365,19 @@ class PostgresAuthStore:
         async with self._db.tenant_transaction(tenant_id) as conn:
             cur = await conn.execute(
                 "UPDATE api_keys SET revoked_at = now() WHERE id = %s AND revoked_at IS NULL"
-                " RETURNING id",
+                " RETURNING prefix",
                 (key_id,),
             )
-            yield await cur.fetchone() is not None
+            revoked = await cur.fetchone()
+            if revoked is not None:
+                await audit.record(
+                    conn,
+                    tenant_id,
+                    audit.AuditEvent(
+                        "api_key.revoke", "api_key", key_id, details={"prefix": revoked["prefix"]}
+                    ),
+                )
+            yield revoked is not None
 
 
 async def insert_member(conn: Connection, user: UserRecord) -> None:

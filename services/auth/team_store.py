@@ -13,6 +13,7 @@ from services.auth.accounts import TenantRecord, UserRecord
 from services.auth.invitations import InvitationRecord, NewInvitation
 from services.auth.membership import MemberRecord
 from services.auth.store import MEMBER_COLUMNS, PostgresAuthStore, insert_member, lock_looked_up
+from services.common import audit
 from services.common.db import Connection, Database
 from services.common.errors import AlreadyExists
 
@@ -67,12 +68,30 @@ class _MembershipChange:
         )
         if row is None:
             raise RuntimeError("UPDATE ... RETURNING returned no row")
-        return MemberRecord(**row)
+        changed = MemberRecord(**row)
+        if member.role != role:
+            await audit.record(
+                self._conn,
+                changed.tenant_id,
+                audit.AuditEvent(
+                    "member.role_change",
+                    "user",
+                    member.user_id,
+                    details={"from": member.role, "to": role},
+                ),
+            )
+        return changed
 
     async def remove(self) -> None:
         # Refresh tokens, API keys and invitations sent cascade (migration 0013).
-        await self._conn.execute(
-            "DELETE FROM memberships WHERE user_id = %s", (self._locked().user_id,)
+        member = self._locked()
+        await self._conn.execute("DELETE FROM memberships WHERE user_id = %s", (member.user_id,))
+        await audit.record(
+            self._conn,
+            member.tenant_id,
+            audit.AuditEvent(
+                "member.remove", "user", member.user_id, details={"role": member.role}
+            ),
         )
 
 
@@ -112,7 +131,7 @@ class _AcceptSession:
             "INSERT INTO memberships (tenant_id, user_id, email, role) VALUES (%s, %s, %s, %s)",
             (invitation.tenant_id, user_id, email, invitation.role),
         )
-        await self._spend(user_id)
+        await self._spend(user_id, new_account=False)
 
     async def join_new(self, user: UserRecord) -> None:
         invitation = self._locked()
@@ -124,12 +143,35 @@ class _AcceptSession:
             raise AlreadyExists(
                 "an account with this e-mail exists now; accept with its password"
             ) from exc
-        await self._spend(user.id)
+        await audit.record(
+            self._conn,
+            invitation.tenant_id,
+            audit.AuditEvent(
+                "user.create",
+                "user",
+                user.id,
+                details={"role": invitation.role, "via": "invitation"},
+            ),
+            actor=audit.Actor("user", user.id),
+        )
+        await self._spend(user.id, new_account=True)
 
-    async def _spend(self, user_id: str) -> None:
+    async def _spend(self, user_id: str, *, new_account: bool) -> None:
+        invitation = self._locked()
         await self._conn.execute(
             "UPDATE invitations SET accepted_at = now(), accepted_by = %s WHERE id = %s",
-            (user_id, self._locked().id),
+            (user_id, invitation.id),
+        )
+        await audit.record(
+            self._conn,
+            invitation.tenant_id,
+            audit.AuditEvent(
+                "invitation.accept",
+                "invitation",
+                invitation.id,
+                details={"role": invitation.role, "new_account": new_account},
+            ),
+            actor=audit.Actor("user", user_id),
         )
 
 
@@ -215,6 +257,18 @@ class PostgresTeamStore:
                     ),
                 )
                 inserted = await cur.fetchone()
+                if inserted is None:
+                    raise RuntimeError("INSERT ... RETURNING returned no row")
+                await audit.record(
+                    conn,
+                    row.tenant_id,
+                    audit.AuditEvent(
+                        "invitation.create",
+                        "invitation",
+                        row.id,
+                        details={"email": row.email, "role": row.role},
+                    ),
+                )
         except psycopg.errors.UniqueViolation as exc:
             # 256 random bits do not collide; an id clash is as unlikely. Retrying is right.
             raise AlreadyExists("an invitation with this token exists; retry") from exc
@@ -232,13 +286,26 @@ class PostgresTeamStore:
         return [_invitation(row) for row in rows]
 
     async def revoke_invitation(self, tenant_id: str, invitation_id: str) -> bool:
-        rows = await self._db.tenant_statement(
-            tenant_id,
-            f"UPDATE invitations SET revoked_at = now() WHERE id = %s AND {_PENDING}"  # noqa: S608
-            " AND expires_at > now() RETURNING id",
-            (invitation_id,),
-        )
-        return bool(rows)
+        async with self._db.tenant_transaction(tenant_id) as conn:
+            cur = await conn.execute(
+                f"UPDATE invitations SET revoked_at = now() WHERE id = %s AND {_PENDING}"  # noqa: S608
+                " AND expires_at > now() RETURNING email, role",
+                (invitation_id,),
+            )
+            revoked = await cur.fetchone()
+            if revoked is None:
+                return False
+            await audit.record(
+                conn,
+                tenant_id,
+                audit.AuditEvent(
+                    "invitation.revoke",
+                    "invitation",
+                    invitation_id,
+                    details={"email": revoked["email"], "role": revoked["role"]},
+                ),
+            )
+        return True
 
     async def find_invitation(self, token_hash: str) -> InvitationRecord | None:
         # The invitations_token_lookup policy admits exactly the row with this hash, read-only.

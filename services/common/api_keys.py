@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from services.common import audit
 from services.common.context import AUTH_METHOD_API_KEY, Principal
 from services.common.db import Database
 from services.common.errors import Unauthenticated
@@ -119,7 +120,7 @@ class ApiKeyVerifier:
                 "SELECT id::text, tenant_id::text, user_id::text, role, secret_hash,"
                 " revoked_at IS NOT NULL AS revoked,"
                 " (last_used_at IS NULL OR last_used_at < now() - make_interval(secs => %s))"
-                " AS stale FROM api_keys WHERE prefix = %s",
+                " AS stale, last_used_at IS NULL AS unused FROM api_keys WHERE prefix = %s",
                 (TOUCH_INTERVAL_S, prefix),
             )
             row = await cur.fetchone()
@@ -130,12 +131,23 @@ class ApiKeyVerifier:
                 await conn.execute(
                     "SELECT set_config('app.tenant_id', %s, true)", (row["tenant_id"],)
                 )
-                await conn.execute(
+                cur = await conn.execute(
                     "UPDATE api_keys SET last_used_at = now() WHERE id = %s"
                     " AND (last_used_at IS NULL"
-                    " OR last_used_at < now() - make_interval(secs => %s))",
+                    " OR last_used_at < now() - make_interval(secs => %s))"
+                    " RETURNING true",
                     (row["id"], TOUCH_INTERVAL_S),
                 )
+                # Its first use, once: two services racing on it update one row; one wins.
+                if row["unused"] and await cur.fetchone() is not None:
+                    await audit.record(
+                        conn,
+                        row["tenant_id"],
+                        audit.AuditEvent(
+                            "api_key.first_use", "api_key", row["id"], details={"prefix": prefix}
+                        ),
+                        actor=audit.Actor("api_key", prefix),
+                    )
         return Principal(
             user_id=row["user_id"],
             tenant_id=row["tenant_id"],

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter
 from psycopg import AsyncConnection, Connection
@@ -26,6 +26,9 @@ from services.common import context as rpc_context
 from services.common.audit_chain import chain_hash
 from services.common.client_address import TrustedProxies, trusted_proxies_from_env
 from services.common.config import ConfigError
+
+if TYPE_CHECKING:
+    from services.common.db import Database
 
 # Events no tenant owns (an unknown e-mail's log-in, key rotations, operator commands naming
 # no tenant) form the platform chain, under the nil UUID, which no tenant has.
@@ -219,6 +222,20 @@ def record_sync(
     conn.execute(_INSERT, _params(row))
     conn.execute(_ADVANCE, (row["seq"], row["hash"], tenant_id))
     AUDIT_EVENTS.labels(event.action, event.outcome).inc()
+
+
+class AuditTrail:
+    """Records an event that changes nothing else (a log-in, a refused one, a log-out) in a
+    transaction of its own; a change records its event in its own transaction with `record`."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def record(
+        self, tenant_id: str, event: AuditEvent, *, actor: Actor | None = None
+    ) -> None:
+        async with self._db.tenant_transaction(tenant_id) as conn:
+            await record(conn, tenant_id, event, actor=actor)
 
 
 def _head(head: Any) -> tuple[int, bytes]:

@@ -87,6 +87,7 @@ RULES: Mapping[str, Rule] = {
     _AUTH + "RemoveMember": role(ADMIN, api_keys=False),
     _AUTH + "CreateInvitation": role(ADMIN, api_keys=False),
     _AUTH + "ListInvitations": role(ADMIN, api_keys=False),
+    _AUTH + "ListAuditEvents": role(ADMIN, api_keys=False),
     _AUTH + "RevokeInvitation": role(ADMIN, api_keys=False),
     _AUTH + "CreateApiKey": role(ADMIN, api_keys=False),
     _AUTH + "ListApiKeys": role(MEMBER),

@@ -10,6 +10,7 @@ import psycopg
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
+from services.common import audit
 from services.common.db import Connection, Database
 from services.common.errors import DeadlineExceeded
 from services.common.paging import Cursor, newest_first_query
@@ -120,6 +121,16 @@ class _PostgresTransaction:
                 field.data,
             ),
         )
+        await audit.record(
+            self._conn,
+            self._tenant_id,
+            audit.AuditEvent(
+                "lattice.create",
+                "lattice",
+                lattice.id,
+                details={"dimensions": shape.dimensions, "size": shape.size},
+            ),
+        )
         return _lattice(row)
 
     async def lock_lattice(self, lattice_id: str) -> LatticeRecord | None:
@@ -166,7 +177,12 @@ class _PostgresTransaction:
             (lattice_id,),
         )
         row = await cur.fetchone()
-        return _lattice(row) if row else None
+        if row is None:
+            return None
+        await audit.record(
+            self._conn, self._tenant_id, audit.AuditEvent("lattice.delete", "lattice", lattice_id)
+        )
+        return _lattice(row)
 
     async def add_event(self, event: OutboxEvent) -> None:
         await insert_event(self._conn, self._tenant_id, event)

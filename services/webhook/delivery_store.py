@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from services.common import audit
 from services.common.db import Connection, Database
 from services.common.paging import Cursor
 from services.webhook.batching import GroupCommit
@@ -338,6 +339,17 @@ class PostgresDeliveryStore:
                 },
             )
             row = await cur.fetchone()
+            if row is not None and delivery_id is not None:
+                await audit.record(
+                    conn,
+                    tenant_id,
+                    audit.AuditEvent(
+                        "webhook.delivery_resend",
+                        "webhook_delivery",
+                        delivery_id,
+                        details={"webhook_id": webhook_id, "new_delivery_id": str(row["id"])},
+                    ),
+                )
         if row is None:
             raise RuntimeError("queueing to a locked endpoint returned no row")
         return DeliveryRecord(

@@ -18,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from services.common import audit
 from services.common.db import Connection, Database
 from services.webhook.delivery_store import insert_event, queue_subscribed
 from services.webhook.policy import AttemptStatus
@@ -287,6 +288,17 @@ class PostgresDeliveryQueue:
         )
         if await cur.fetchone() is None:
             return False
+        await audit.record(
+            conn,
+            tenant_id,
+            audit.AuditEvent(
+                "webhook.auto_disable",
+                "webhook",
+                webhook_id,
+                details={"why": item.outcome.disable_reason[:200]},
+            ),
+            actor=audit.Actor.system("webhook-worker"),
+        )
         await conn.execute(
             "UPDATE webhook_deliveries SET paused = true, updated_at = now()"
             " WHERE webhook_id = %s AND status = 'PENDING'",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from services.common import audit
 from services.common.db import Database, retry_conflicts
 from services.common.paging import Cursor, newest_first_query
 from services.webhook.endpoints import NewWebhook, WebhookRecord
@@ -53,8 +54,22 @@ class PostgresWebhookStore:
                 ),
             )
             row = await cur.fetchone()
-        if row is None:
-            raise RuntimeError("INSERT ... RETURNING returned no row")
+            if row is None:
+                raise RuntimeError("INSERT ... RETURNING returned no row")
+            await audit.record(
+                conn,
+                tenant_id,
+                audit.AuditEvent(
+                    "webhook.create",
+                    "webhook",
+                    webhook.id,
+                    details={
+                        "url": webhook.url,
+                        "event_types": ",".join(webhook.event_types),
+                        "ordered": webhook.ordered,
+                    },
+                ),
+            )
         return _webhook(row)
 
     async def get(self, tenant_id: str, webhook_id: str) -> WebhookRecord | None:
@@ -82,8 +97,20 @@ class PostgresWebhookStore:
         # locks under load; PostgreSQL aborts one side, and this side runs again.
         async def attempt() -> bool:
             async with self._db.tenant_transaction(tenant_id) as conn:
-                cur = await conn.execute("DELETE FROM webhooks WHERE id = %s", (webhook_id,))
-                return cur.rowcount > 0
+                cur = await conn.execute(
+                    "DELETE FROM webhooks WHERE id = %s RETURNING url", (webhook_id,)
+                )
+                deleted = await cur.fetchone()
+                if deleted is None:
+                    return False
+                await audit.record(
+                    conn,
+                    tenant_id,
+                    audit.AuditEvent(
+                        "webhook.delete", "webhook", webhook_id, details={"url": deleted["url"]}
+                    ),
+                )
+                return True
 
         return await retry_conflicts(attempt)
 
@@ -103,6 +130,17 @@ class PostgresWebhookStore:
                 (overlap_s, sealed, webhook_id),
             )
             row = await cur.fetchone()
+            if row is not None:
+                await audit.record(
+                    conn,
+                    tenant_id,
+                    audit.AuditEvent(
+                        "webhook.secret_rotate",
+                        "webhook",
+                        webhook_id,
+                        details={"previous_valid_s": round(overlap_s)},
+                    ),
+                )
         return row["previous_secret_expires_at"] if row else None
 
     async def enable(self, tenant_id: str, webhook_id: str) -> WebhookRecord | None:
@@ -117,6 +155,9 @@ class PostgresWebhookStore:
             row = await cur.fetchone()
             if row is None:
                 return None
+            await audit.record(
+                conn, tenant_id, audit.AuditEvent("webhook.enable", "webhook", webhook_id)
+            )
             await conn.execute(
                 "UPDATE webhook_deliveries SET paused = false, updated_at = now()"
                 " WHERE webhook_id = %s AND status = 'PENDING' AND paused",

@@ -44,7 +44,28 @@ _SEED_SKIPS_TRIGGERS = (
     " their seeded users have no membership and their hot-path log-in's refresh token breaks the"
     " key. Their real writes fire it (tests/integration/test_memberships_sql.py plays them)"
 )
+_GENERIC_SEED_MEETS_AUDIT_CHECKS = (
+    "0014 adds audit_events, whose CHECKs (a dotted action name, 32-byte hashes, a known actor"
+    " type) refuse the values releases before it seed every tenant table with generically"
+    " (tests/integration/test_isolation_sql.py); those releases never write the table, and this"
+    " checkout's isolation matrix seeds it with valid rows and checks it"
+)
 DESELECTED: dict[str, str] = {
+    **{
+        f"tests/integration/test_isolation_sql.py::{test}": _GENERIC_SEED_MEETS_AUDIT_CHECKS
+        for test in (
+            "test_no_tenant_can_see_or_touch_another_tenants_rows",
+            "test_the_check_reports_a_sabotaged_policy",
+        )
+    },
+    **{
+        f"tests/integration/test_row_level_security.py::{test}": _GENERIC_SEED_MEETS_AUDIT_CHECKS
+        for test in (
+            "test_tenant_context_does_not_leak_past_the_transaction",
+            "test_a_pooled_connection_forgets_its_tenant",
+            "test_a_one_round_trip_read_sees_one_tenant_and_leaves_no_trace",
+        )
+    },
     **{
         f"tests/integration/test_row_level_security.py::{test}": _REVIEWED_CONTEXTS
         for test in (

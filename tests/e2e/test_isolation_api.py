@@ -236,6 +236,26 @@ def test_lists_never_show_another_tenants_ids(
     assert own_id in [item.get("id", item.get("user_id")) for item in reply.json()[field_name]]
 
 
+@pytest.mark.parametrize("kind", ["lattice", "webhook", "api_key", "invitation", "member"])
+def test_the_audit_trail_never_shows_another_tenants_events(
+    client: httpx.Client, world: World, kind: str
+) -> None:
+    """GET /v1/audit-events (issue 17): B's trail names none of A's resources, A's does."""
+    own_id = world.ids(kind)["id"]
+    for who, shown in ((world.b, False), (world.a, True)):
+        targets: set[str] = set()
+        token = ""
+        while True:
+            params = {"page_size": 100, **({"page_token": token} if token else {})}
+            reply = client.get("/v1/audit-events", params=params, headers=who.headers)
+            assert reply.status_code == 200, reply.text
+            targets |= {event["target_id"] for event in reply.json().get("events", [])}
+            token = reply.json().get("next_page_token", "")
+            if not token:
+                break
+        assert (own_id in targets) is shown, f"{kind} {own_id}: in {'A' if shown else 'B'}'s trail"
+
+
 @pytest.mark.parametrize(
     ("template", "kind"),
     [("/v1/lattices/{id}", "lattice"), ("/v1/webhooks/{id}", "webhook")],

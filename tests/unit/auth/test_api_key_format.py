@@ -127,6 +127,8 @@ class FakeDatabase:
             "secret_hash": hash_api_key(key),
             "revoked": revoked,
             "stale": stale,
+            # Used before: a first use is recorded on the audit trail (tests/e2e/test_audit_trail).
+            "unused": False,
         }
 
 

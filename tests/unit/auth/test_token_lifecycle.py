@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -146,11 +147,24 @@ def revocations(denylist: FakeDenylist) -> FakeRevocationLog:
     return FakeRevocationLog(denylist.events)
 
 
+@dataclass
+class RecordingAudit:
+    """The audit trail, as a list of (tenant, action, outcome)."""
+
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+
+    async def record(self, tenant_id: str, event: Any, *, actor: Any = None) -> None:
+        self.events.append((tenant_id, event.action, event.outcome))
+
+
 class NoLockout:
     """A LoginGuard that never locks: lockout has its own tests."""
 
-    async def check(self, email: str) -> None:
-        return None
+    async def check(self, email: str) -> int:
+        return 1
+
+    def locks(self, attempt: int) -> bool:
+        return False
 
     async def record_failure(self, email: str) -> None:
         return None
@@ -168,8 +182,12 @@ class CountingLockout:
 
     attempts: int = 0
 
-    async def check(self, email: str) -> None:
+    async def check(self, email: str) -> int:
         self.attempts += 1
+        return self.attempts
+
+    def locks(self, attempt: int) -> bool:
+        return False
 
     async def record_failure(self, email: str) -> None:
         return None
@@ -192,6 +210,7 @@ def accounts(
         denylist=denylist,
         revocations=revocations,
         lockout=NoLockout(),
+        audit_trail=RecordingAudit(),
         default_plan="free",
         refresh_ttl_s=3600,
     )
@@ -427,6 +446,7 @@ async def test_a_log_in_the_database_could_not_judge_is_not_a_failed_attempt(
         denylist=FakeDenylist(),
         revocations=FakeRevocationLog(FakeDenylist().events),
         lockout=lockout,
+        audit_trail=RecordingAudit(),
         default_plan="free",
         refresh_ttl_s=3600,
     )

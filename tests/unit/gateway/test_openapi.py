@@ -34,6 +34,8 @@ CONTRACT_ROUTES = {
     ("get", "/v1/members"),
     ("patch", "/v1/members/{user_id}"),
     ("delete", "/v1/members/{user_id}"),
+    # The audit trail (issue 17, ADR 65).
+    ("get", "/v1/audit-events"),
     ("post", "/v1/lattices"),
     ("post", "/v1/lattices/create"),
     ("get", "/v1/lattices/{id}"),
