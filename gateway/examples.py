@@ -45,6 +45,11 @@ FIELD_EXAMPLES: Mapping[str, object] = {
     "LoginRequest.tenant_id": None,
     "SwitchTenantRequest.tenant_id": "$TENANT_ID",
     "CreateInvitationRequest.email": "grace@example.com",
+    # The audit trail's filters (query parameters: by name alone): what every tenant has.
+    "start_time": "2026-01-01T00:00:00Z",
+    "end_time": None,
+    "action": "auth.login",
+    "actor_id": None,
 }
 _BY_TYPE: Mapping[str, object] = {
     "string": "example",

@@ -161,6 +161,7 @@ RECIPES: dict[str, Recipe] = {
         allowed=404, body=lambda w: {"token": "inv_" + "A" * 43, "password": PASSWORD}
     ),
     "GET /v1/members": Recipe(),
+    "GET /v1/audit-events": Recipe(),
     "PATCH /v1/members/{user_id}": Recipe(
         ids=lambda w: {"user_id": w.target}, body=lambda w: {"role": "member"}
     ),
