@@ -83,6 +83,24 @@ def events(gateway: httpx.Client, who: Tenant, **query: Any) -> list[dict[str, A
             return found
 
 
+def documented_export_checker() -> str:
+    """The Python block of docs/operations/audit.md's "Checking an export without our code"."""
+    text = (REPO_ROOT / "docs" / "operations" / "audit.md").read_text()
+    section = text.split("### Checking an export without our code", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def run_checker(export: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", documented_export_checker()],
+        input=export,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
 def only(found: list[dict[str, Any]], action: str) -> dict[str, Any]:
     [event] = [e for e in found if e["action"] == action]
     return event
@@ -350,6 +368,17 @@ def test_the_verifier_names_an_edited_or_removed_row(gateway: httpx.Client, stac
         assert made.status_code == 200, made.text
     intact = admin_cli(stack, "verify-audit", owner.tenant_id)
     assert intact.returncode == 0, intact.stdout + intact.stderr
+    # The auditor's own check of an export, as docs/operations/audit.md prints it.
+    exported = admin_cli(stack, "export-audit", owner.tenant_id)
+    assert exported.returncode == 0, exported.stderr
+    checked = run_checker(exported.stdout)
+    assert (checked.returncode, checked.stdout.strip()) == (0, "intact"), checked.stderr
+    lines = exported.stdout.splitlines()
+    second = json.loads(lines[1])
+    lines[1] = json.dumps({**second, "actor_id": "someone else"})
+    tampered = run_checker("\n".join(lines) + "\n")
+    assert tampered.returncode != 0
+    assert f"seq {second['seq']}: edited" in tampered.stderr
 
     with psycopg.connect(stack.env["DATABASE_ADMIN_URL"], autocommit=True) as admin:
         with admin.transaction():
