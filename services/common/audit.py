@@ -134,17 +134,22 @@ def current_origin() -> Origin:
     )
 
 
-_LOCK_HEAD = "SELECT seq, hash FROM audit_chain_heads WHERE tenant_id = %s FOR UPDATE"
-_NEW_HEAD = "INSERT INTO audit_chain_heads (tenant_id) VALUES (%s) ON CONFLICT DO NOTHING"
-_INSERT = (
-    "INSERT INTO audit_events (tenant_id, seq, id, occurred_at, actor_type, actor_id, action,"
-    " target_type, target_id, outcome, reason, client_address, user_agent, request_id, details,"
-    " prev_hash, hash) VALUES (%(tenant_id)s, %(seq)s, %(id)s, %(occurred_at)s, %(actor_type)s,"
-    " %(actor_id)s, %(action)s, %(target_type)s, %(target_id)s, %(outcome)s, %(reason)s,"
-    " %(client_address)s, %(user_agent)s, %(request_id)s, %(details)s, %(prev_hash)s, %(hash)s)"
+# Two round trips per event. The first creates the chain's head if it is new and locks it
+# either way (ON CONFLICT DO UPDATE locks the existing row and returns it): the tenant's appends
+# queue here until this transaction ends. The second inserts the event and advances the head.
+_LOCK_HEAD = (
+    "INSERT INTO audit_chain_heads (tenant_id) VALUES (%s)"
+    " ON CONFLICT (tenant_id) DO UPDATE SET seq = audit_chain_heads.seq RETURNING seq, hash"
 )
-_ADVANCE = (
-    "UPDATE audit_chain_heads SET seq = %s, hash = %s, updated_at = now() WHERE tenant_id = %s"
+_APPEND = (
+    "WITH appended AS (INSERT INTO audit_events (tenant_id, seq, id, occurred_at, actor_type,"
+    " actor_id, action, target_type, target_id, outcome, reason, client_address, user_agent,"
+    " request_id, details, prev_hash, hash) VALUES (%(tenant_id)s, %(seq)s, %(id)s,"
+    " %(occurred_at)s, %(actor_type)s, %(actor_id)s, %(action)s, %(target_type)s,"
+    " %(target_id)s, %(outcome)s, %(reason)s, %(client_address)s, %(user_agent)s,"
+    " %(request_id)s, %(details)s, %(prev_hash)s, %(hash)s) RETURNING tenant_id, seq, hash)"
+    " UPDATE audit_chain_heads SET seq = appended.seq, hash = appended.hash, updated_at = now()"
+    " FROM appended WHERE audit_chain_heads.tenant_id = appended.tenant_id"
 )
 
 
@@ -189,7 +194,6 @@ async def record(
     """Appends `event` to `tenant_id`'s chain in `conn`'s transaction, which must have
     app.tenant_id set to `tenant_id`. Locks the chain's head until the transaction ends:
     record last, just before commit, to hold it briefly."""
-    await conn.execute(_NEW_HEAD, (tenant_id,))
     cur = await conn.execute(_LOCK_HEAD, (tenant_id,))
     head = await cur.fetchone()
     seq, prev_hash = _head(head)
@@ -201,8 +205,7 @@ async def record(
         seq + 1,
         prev_hash,
     )
-    await conn.execute(_INSERT, _params(row))
-    await conn.execute(_ADVANCE, (row["seq"], row["hash"], tenant_id))
+    await conn.execute(_APPEND, _params(row))
     AUDIT_EVENTS.labels(event.action, event.outcome).inc()
 
 
@@ -215,12 +218,10 @@ def record_sync(
     origin: Origin | None = None,
 ) -> None:
     """`record` for the operator CLIs' blocking connections (actor: the operator)."""
-    conn.execute(_NEW_HEAD, (tenant_id,))
     head = conn.execute(_LOCK_HEAD, (tenant_id,)).fetchone()
     seq, prev_hash = _head(head)
     row = _row(tenant_id, event, actor or Actor.admin(), origin or Origin(), seq + 1, prev_hash)
-    conn.execute(_INSERT, _params(row))
-    conn.execute(_ADVANCE, (row["seq"], row["hash"], tenant_id))
+    conn.execute(_APPEND, _params(row))
     AUDIT_EVENTS.labels(event.action, event.outcome).inc()
 
 
@@ -240,8 +241,8 @@ class AuditTrail:
 
 def _head(head: Any) -> tuple[int, bytes]:
     if head is None:
-        # The head row was inserted just before: only row-level security can hide it, when
-        # app.tenant_id is not this tenant.
+        # The upsert returns the head whether it inserted or locked it: only row-level security
+        # can hide it, when app.tenant_id is not this tenant.
         raise RuntimeError("the audit chain's head is not visible: is app.tenant_id set?")
     if isinstance(head, Mapping):
         return int(head["seq"]), bytes(head["hash"])
