@@ -142,21 +142,11 @@ def _signing_keys(config: SigningKeyConfig) -> Iterator[SigningKeyRing]:
 
 
 def _record_platform(event: audit.AuditEvent) -> None:
-    """A key command in the platform's chain; without a database to record in, a warning (a
-    key can be rotated while PostgreSQL is down, and must be)."""
-    url = os.environ.get("DATABASE_ADMIN_URL") or os.environ.get("DATABASE_URL")
-    if not url:
-        print(
-            f"warning: {event.action} not recorded in the audit trail: DATABASE_ADMIN_URL unset",
-            file=sys.stderr,
-        )
-        return
-    try:
-        with _connect() as conn, conn.transaction():
-            conn.execute("SELECT set_config('app.tenant_id', %s, true)", (audit.PLATFORM_TENANT,))
-            audit.record_sync(conn, audit.PLATFORM_TENANT, event)
-    except (CommandError, psycopg.Error) as exc:
-        print(f"warning: {event.action} not recorded in the audit trail: {exc}", file=sys.stderr)
+    """A key command in the platform's chain; without a database, a warning (a key can be
+    rotated while PostgreSQL is down, and must be)."""
+    warning = audit.record_command(audit.PLATFORM_TENANT, event)
+    if warning:
+        print(warning, file=sys.stderr)
 
 
 def _ttl() -> str:

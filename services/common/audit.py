@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 from prometheus_client import Counter
 from psycopg import AsyncConnection, Connection
 from psycopg.types.json import Jsonb
@@ -223,6 +224,25 @@ def record_sync(
     row = _row(tenant_id, event, actor or Actor.admin(), origin or Origin(), seq + 1, prev_hash)
     conn.execute(_APPEND, _params(row))
     AUDIT_EVENTS.labels(event.action, event.outcome).inc()
+
+
+def record_command(
+    tenant_id: str, event: AuditEvent, environ: Mapping[str, str] | None = None
+) -> str:
+    """An operator command's event, recorded on a connection of its own as DATABASE_ADMIN_URL
+    (else DATABASE_URL); "" when recorded, else the warning to print. A command that works
+    without the database (a key rotated while PostgreSQL is down) must not fail for it."""
+    env = os.environ if environ is None else environ
+    url = env.get("DATABASE_ADMIN_URL") or env.get("DATABASE_URL")
+    if not url:
+        return f"warning: {event.action} not recorded in the audit trail: DATABASE_ADMIN_URL unset"
+    try:
+        with psycopg.connect(url, connect_timeout=10) as conn, conn.transaction():
+            conn.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant_id,))
+            record_sync(conn, tenant_id, event)
+    except psycopg.Error as exc:
+        return f"warning: {event.action} not recorded in the audit trail: {type(exc).__name__}"
+    return ""
 
 
 class AuditTrail:

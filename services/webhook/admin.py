@@ -21,6 +21,7 @@ from pathlib import Path
 import psycopg
 from psycopg.rows import dict_row
 
+from services.common import audit
 from services.common.config import ConfigError, redact_url
 from services.common.keys.base import KekError, KekRing
 from services.common.keys.config import KekConfig, open_ring
@@ -239,14 +240,44 @@ def run(args: argparse.Namespace) -> tuple[str, bool]:
         ring.close()
 
 
+# What each command records in the platform's audit chain (key-status only reads).
+AUDITED = {
+    "rotate-kek": "webhook_kek.rotate",
+    "retire-kek": "webhook_kek.retire",
+    "encrypt-secrets": "webhook_secrets.encrypt",
+    "decrypt-secrets": "webhook_secrets.decrypt",
+    "rewrap-secrets": "webhook_secrets.rewrap",
+    "rotate-all-endpoint-secrets": "webhook_secrets.rotate_all",
+}
+
+
+def _audit(args: argparse.Namespace, ok: bool, reason: str = "") -> None:
+    action = AUDITED.get(args.command)
+    if action is None:
+        return
+    target = getattr(args, "kek_id", "") or ""
+    event = audit.AuditEvent(
+        action,
+        "webhook_kek",
+        target,
+        audit.SUCCESS if ok else audit.FAILURE,
+        reason,
+    )
+    warning = audit.record_command(audit.PLATFORM_TENANT, event)
+    if warning:
+        print(warning, file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         output, ok = run(args)
     except (CommandError, KekError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        _audit(args, ok=False, reason="refused")
         return EXIT_FAILED
     print(output)
+    _audit(args, ok=ok, reason="" if ok else "partial")
     return EXIT_OK if ok else EXIT_FAILED
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import DictRow
 
+from services.common import audit
 from services.common.keys.base import KekError
 from services.common.keys.envelope import SealedFormatError, kek_id_of
 from services.webhook.endpoints import new_secret
@@ -276,6 +277,17 @@ def rotate_all_endpoint_secrets(
                 if disable:
                     conn.execute(_PAUSE_DELIVERIES, (row["id"],))
                 endpoints.append((row["id"], row["url"]))
+            # The tenant sees on its own trail that an operator replaced its secrets.
+            audit.record_sync(
+                conn,
+                tenant_id,
+                audit.AuditEvent(
+                    "webhook.secret_rotate_all",
+                    "tenant",
+                    tenant_id,
+                    details={"endpoints": len(endpoints), "disabled": disable},
+                ),
+            )
         notices.append(
             TenantNotice(
                 tenant_id=tenant_id,

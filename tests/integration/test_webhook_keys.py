@@ -336,6 +336,23 @@ async def test_lost_kek_playbook(
         assert notice["owner_emails"] == [tenant.email]
         assert notice["endpoints"] == [{"id": webhook_id, "url": receiver.url("/lost")}]
         assert report.stat().st_mode & 0o777 == 0o600
+
+        # On the audit trail (issue 17): the tenant's own chain says an operator replaced its
+        # secrets; the platform's chain holds the key commands.
+        def actions(tenant_id: str) -> list[str]:
+            return [
+                row[0]
+                for row in scratch.query(
+                    "WITH ctx AS (SELECT set_config('app.tenant_id', %s, true))"
+                    " SELECT action FROM audit_events, ctx WHERE tenant_id = %s ORDER BY seq",
+                    (tenant_id, tenant_id),
+                )
+            ]
+
+        assert "webhook.secret_rotate_all" in actions(tenant.tenant_id)
+        assert {"webhook_kek.rotate", "webhook_secrets.rotate_all"} <= set(
+            actions("00000000-0000-0000-0000-000000000000")
+        )
         got = await hub.stub.GetWebhook(pb.GetWebhookRequest(id=webhook_id), metadata=hub.auth)
         assert not got.enabled
         assert "rotate-secret" in got.disabled_reason
