@@ -447,3 +447,41 @@ def test_no_secret_password_token_or_whole_key_is_in_any_event(stack: Stack) -> 
                 found = SECRET_SHAPES.search(text)
                 assert found is None, f"tenant {tenant_id} event seq {seq}: {found.group(0)!r}"
     assert scanned > 0, "the suite recorded events to scan"
+
+
+def test_retention_prunes_old_events_and_the_rest_still_verifies(
+    gateway: httpx.Client, stack: Stack
+) -> None:
+    owner = register_and_login(gateway)
+    for n in range(2):
+        made = gateway.post(
+            "/v1/lattices", json={**LATTICE, "name": f"r{n}"}, headers=owner.headers
+        )
+        assert made.status_code == 200, made.text
+    with psycopg.connect(stack.env["DATABASE_ADMIN_URL"], autocommit=True) as admin:
+        with admin.transaction():
+            # The registration and the log-in, as if a year and more ago.
+            admin.execute("SELECT set_config('app.tenant_id', %s, true)", (owner.tenant_id,))
+            admin.execute(
+                "UPDATE audit_events SET occurred_at = now() - interval '400 days'"
+                " WHERE tenant_id = %s AND seq <= 2",
+                (owner.tenant_id,),
+            )
+        kept = admin_cli(
+            stack, "prune-audit", "--tenant", owner.tenant_id, "--older-than-days", "500"
+        )
+        assert kept.returncode == 0, kept.stderr
+        assert "nothing older than 500 days" in kept.stdout
+        pruned = admin_cli(stack, "prune-audit", "--tenant", owner.tenant_id)
+        assert pruned.returncode == 0, pruned.stderr
+        assert f"tenant {owner.tenant_id}: pruned 2 events" in pruned.stdout
+    left = events(gateway, owner)
+    assert [int(e["seq"]) for e in left][-1] == 3, "seq 1 and 2 are gone, the rest stays"
+    assert left[0]["action"] == "audit.prune"
+    assert left[0]["details"] == {"rows": 2, "older_than_days": 365}
+    verified = admin_cli(stack, "verify-audit", owner.tenant_id)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+    bad = admin_cli(stack, "prune-audit", "--older-than-days", "0")
+    assert bad.returncode == 1
+    assert "at least 1 day" in bad.stderr
