@@ -90,6 +90,24 @@ def documented_export_checker() -> str:
     return section.split("```python\n", 1)[1].split("```", 1)[0]
 
 
+def make_lattices(gateway: httpx.Client, who: Tenant, count: int) -> None:
+    """`count` lattices, each a `lattice.create` event."""
+    for n in range(count):
+        made = gateway.post("/v1/lattices", json={**LATTICE, "name": f"n{n}"}, headers=who.headers)
+        assert made.status_code == 200, made.text
+
+
+def as_owner(stack: Stack, who: Tenant, statement: str) -> None:
+    """One statement on the tenant's rows as the tables' owner: what an insider with the owner's
+    password could do, and the services' role cannot."""
+    with (
+        psycopg.connect(stack.env["DATABASE_ADMIN_URL"], autocommit=True) as admin,
+        admin.transaction(),
+    ):
+        admin.execute("SELECT set_config('app.tenant_id', %s, true)", (who.tenant_id,))
+        admin.execute(statement)
+
+
 def run_checker(export: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", documented_export_checker()],
@@ -261,11 +279,7 @@ def test_each_action_records_exactly_one_event_with_who_what_when_and_where(
 
 
 def test_filters_pages_and_bad_filters_named(gateway: httpx.Client, tenant: Tenant) -> None:
-    for n in range(3):
-        made = gateway.post(
-            "/v1/lattices", json={**LATTICE, "name": f"f{n}"}, headers=tenant.headers
-        )
-        assert made.status_code == 200, made.text
+    make_lattices(gateway, tenant, 3)
     everything = events(gateway, tenant)
     assert [e["action"] for e in events(gateway, tenant, action="lattice.create")] == [
         "lattice.create"
@@ -361,11 +375,7 @@ def test_an_unknown_email_and_a_lockout_are_recorded_without_the_address(
 
 def test_the_verifier_names_an_edited_or_removed_row(gateway: httpx.Client, stack: Stack) -> None:
     owner = register_and_login(gateway)
-    for n in range(3):
-        made = gateway.post(
-            "/v1/lattices", json={**LATTICE, "name": f"t{n}"}, headers=owner.headers
-        )
-        assert made.status_code == 200, made.text
+    make_lattices(gateway, owner, 3)
     intact = admin_cli(stack, "verify-audit", owner.tenant_id)
     assert intact.returncode == 0, intact.stdout + intact.stderr
     # The auditor's own check of an export, as docs/operations/audit.md prints it.
@@ -380,28 +390,16 @@ def test_the_verifier_names_an_edited_or_removed_row(gateway: httpx.Client, stac
     assert tampered.returncode != 0
     assert f"seq {second['seq']}: edited" in tampered.stderr
 
-    with psycopg.connect(stack.env["DATABASE_ADMIN_URL"], autocommit=True) as admin:
-        with admin.transaction():
-            admin.execute("SELECT set_config('app.tenant_id', %s, true)", (owner.tenant_id,))
-            admin.execute(
-                "UPDATE audit_events SET actor_id = 'someone else'"
-                " WHERE tenant_id = %s AND seq = 3",
-                (owner.tenant_id,),
-            )
-        edited = admin_cli(stack, "verify-audit", owner.tenant_id)
-        assert edited.returncode == 1, edited.stdout
-        assert "BROKEN: row seq 3" in edited.stdout
-        assert "edited" in edited.stdout
+    as_owner(stack, owner, "UPDATE audit_events SET actor_id = 'someone else' WHERE seq = 3")
+    edited = admin_cli(stack, "verify-audit", owner.tenant_id)
+    assert edited.returncode == 1, edited.stdout
+    assert "BROKEN: row seq 3" in edited.stdout
+    assert "edited" in edited.stdout
 
-        with admin.transaction():
-            admin.execute("SELECT set_config('app.tenant_id', %s, true)", (owner.tenant_id,))
-            admin.execute(
-                "DELETE FROM audit_events WHERE tenant_id = %s AND seq IN (3, 4)",
-                (owner.tenant_id,),
-            )
-        removed = admin_cli(stack, "verify-audit", owner.tenant_id)
-        assert removed.returncode == 1, removed.stdout
-        assert "seq 3-4 missing" in removed.stdout
+    as_owner(stack, owner, "DELETE FROM audit_events WHERE seq IN (3, 4)")
+    removed = admin_cli(stack, "verify-audit", owner.tenant_id)
+    assert removed.returncode == 1, removed.stdout
+    assert "seq 3-4 missing" in removed.stdout
 
 
 def test_the_application_role_cannot_rewrite_the_trail(gateway: httpx.Client, stack: Stack) -> None:
@@ -453,28 +451,19 @@ def test_retention_prunes_old_events_and_the_rest_still_verifies(
     gateway: httpx.Client, stack: Stack
 ) -> None:
     owner = register_and_login(gateway)
-    for n in range(2):
-        made = gateway.post(
-            "/v1/lattices", json={**LATTICE, "name": f"r{n}"}, headers=owner.headers
-        )
-        assert made.status_code == 200, made.text
-    with psycopg.connect(stack.env["DATABASE_ADMIN_URL"], autocommit=True) as admin:
-        with admin.transaction():
-            # The registration and the log-in, as if a year and more ago.
-            admin.execute("SELECT set_config('app.tenant_id', %s, true)", (owner.tenant_id,))
-            admin.execute(
-                "UPDATE audit_events SET occurred_at = now() - interval '400 days'"
-                " WHERE tenant_id = %s AND seq <= 2",
-                (owner.tenant_id,),
-            )
-        kept = admin_cli(
-            stack, "prune-audit", "--tenant", owner.tenant_id, "--older-than-days", "500"
-        )
-        assert kept.returncode == 0, kept.stderr
-        assert "nothing older than 500 days" in kept.stdout
-        pruned = admin_cli(stack, "prune-audit", "--tenant", owner.tenant_id)
-        assert pruned.returncode == 0, pruned.stderr
-        assert f"tenant {owner.tenant_id}: pruned 2 events" in pruned.stdout
+    make_lattices(gateway, owner, 2)
+    # The registration and the log-in, as if a year and more ago.
+    as_owner(
+        stack,
+        owner,
+        "UPDATE audit_events SET occurred_at = now() - interval '400 days' WHERE seq <= 2",
+    )
+    kept = admin_cli(stack, "prune-audit", "--tenant", owner.tenant_id, "--older-than-days", "500")
+    assert kept.returncode == 0, kept.stderr
+    assert "nothing older than 500 days" in kept.stdout
+    pruned = admin_cli(stack, "prune-audit", "--tenant", owner.tenant_id)
+    assert pruned.returncode == 0, pruned.stderr
+    assert f"tenant {owner.tenant_id}: pruned 2 events" in pruned.stdout
     left = events(gateway, owner)
     assert [int(e["seq"]) for e in left][-1] == 3, "seq 1 and 2 are gone, the rest stays"
     assert left[0]["action"] == "audit.prune"
