@@ -50,7 +50,13 @@ _GENERIC_SEED_MEETS_AUDIT_CHECKS = (
     " (tests/integration/test_isolation_sql.py); those releases never write the table, and this"
     " checkout's isolation matrix seeds it with valid rows and checks it"
 )
+_FLAKY_SECRET_CUT = (
+    "releases before 2026-12-06 cut the key's secret at its last '_', which URL-safe base64 may"
+    " hold, and then looked for a few random bytes in the listing's wire form: it failed by"
+    " chance (a clean-clone CI saw b'4'); fixed in tests/integration/test_auth_api_keys.py"
+)
 DESELECTED: dict[str, str] = {
+    "tests/integration/test_auth_api_keys.py::test_create_list_delete": _FLAKY_SECRET_CUT,
     **{
         f"tests/integration/test_isolation_sql.py::{test}": _GENERIC_SEED_MEETS_AUDIT_CHECKS
         for test in (
