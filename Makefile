@@ -238,7 +238,7 @@ format: venv ## apply ruff's formatting and autofixes
 
 .PHONY: test
 test: MONITORING = 1
-test: system-deps protos lint checkov ## run every test (unit, integration, e2e, monitoring, smoke, deploy, compat) against real PostgreSQL, Redis, Envoy and Prometheus
+test: system-deps protos lint checkov $(VENV)/.bench-installed ## run every test (unit, integration, e2e, monitoring, smoke, deploy, compat) against real PostgreSQL, Redis, Envoy and Prometheus
 	@# podman for tests/deploy/test_deploy_local.py (images, pods, a rollback rehearsal): where it
 	@# cannot be installed or run containers, that test skips and says why.
 	@bash scripts/install-podman.sh || echo "make test: podman unavailable here; the deploy-local test will skip"

@@ -16,6 +16,8 @@ from pathlib import Path
 
 # (substring of the command line, group), the first match wins.
 GROUPS = (
+    # The FastAPI yardstick (loadtest/peer.py), a child of the load generator.
+    ("loadtest.peer", "peer"),
     # The lattice service's compute workers (forkserver or spawn children; their command line
     # names the preloaded services.lattice modules too, so this comes first).
     ("multiprocessing.", "compute"),
@@ -28,6 +30,7 @@ GROUPS = (
 )
 ORDER = (
     "client",
+    "peer",
     "envoy",
     "lattice",
     "compute",

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
+import socket
+import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,6 +35,11 @@ TARGET_RPS = 1500
 TARGET_P99_MS = 50.0
 TARGET_CEILING_SHARE = 0.70
 TARGET_OUTSIDE_ENGINE = 0.20
+# Issue 18: our GET at least as fast as the one-process FastAPI peer (loadtest/peer.py) doing the
+# same work, in the same run, and its p99 at most 1.5 times the peer's.
+TARGET_PEER_RATIO = 1.0
+TARGET_PEER_P99_RATIO = 1.5
+PEER_START_TIMEOUT_S = 30.0
 
 STACK_ENV = {
     "DEFAULT_PLAN": "enterprise",
@@ -98,6 +108,52 @@ async def drive(
     for c in conns:
         c.close()
     return result
+
+
+@contextmanager
+def running_peer(stack: Any, token: str, lattice_id: str) -> Iterator[str]:
+    """The FastAPI peer (loadtest/peer.py) as a process of its own on a free port, against the
+    stack's PostgreSQL (as the application role), Redis and keys; its URL once it answers the
+    GET it will be driven with."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "DATABASE_URL": stack.env["DATABASE_URL"],
+        "REDIS_URL": stack.env["REDIS_URL"],
+        "JWKS_URL": f"{stack.gateway_url}/.well-known/jwks.json",
+    }
+    process = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
+        [sys.executable, "-m", "loadtest.peer", "--port", str(port)], env=env
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + PEER_START_TIMEOUT_S
+        with httpx.Client(base_url=url, timeout=5, trust_env=False) as client:
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"the FastAPI peer exited with {process.returncode}")
+                try:
+                    reply = client.get(
+                        f"/v1/lattices/{lattice_id}", headers={"authorization": f"Bearer {token}"}
+                    )
+                    if reply.status_code == 200:
+                        break
+                    raise RuntimeError(
+                        f"the FastAPI peer answered {reply.status_code}: {reply.text}"
+                    )
+                except httpx.TransportError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("the FastAPI peer did not start") from None
+                    time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def register_and_login(client: httpx.Client) -> str:
@@ -199,7 +255,30 @@ def ceiling_verdict(get: Result, ceiling: Result) -> tuple[str, bool, str]:
     )
 
 
-def verdicts(get: Result, ceiling: Result, path: Result | None) -> list[str]:
+def peer_verdicts(get: Result, peer: Result) -> list[tuple[str, bool, str]]:
+    """Ours against the FastAPI peer: throughput ratio, and p99 ratio (lower is better)."""
+    if not peer.rps or peer.error_count:
+        why = f"the peer's run is invalid: {peer.error_count} of {peer.count} requests failed"
+        return [(f"rps >= {TARGET_PEER_RATIO:.1f}x the FastAPI peer's", False, why)]
+    ratio = get.rps / peer.rps
+    p99_ratio = get.percentile_ns(99) / max(1, peer.percentile_ns(99))
+    return [
+        (
+            f"rps {ratio:.2f}x the FastAPI peer's >= {TARGET_PEER_RATIO:.1f}x",
+            ratio >= TARGET_PEER_RATIO,
+            f"short by {TARGET_PEER_RATIO - ratio:.2f}x",
+        ),
+        (
+            f"p99 {p99_ratio:.2f}x the FastAPI peer's <= {TARGET_PEER_P99_RATIO:.1f}x",
+            p99_ratio <= TARGET_PEER_P99_RATIO,
+            f"over by {p99_ratio - TARGET_PEER_P99_RATIO:.2f}x",
+        ),
+    ]
+
+
+def verdicts(
+    get: Result, ceiling: Result, path: Result | None, peer: Result | None = None
+) -> list[str]:
     out = []
     p99 = get.percentile_ns(99) / 1e6
     checks = [
@@ -216,6 +295,8 @@ def verdicts(get: Result, ceiling: Result, path: Result | None) -> list[str]:
         (f"errors {get.error_count} == 0", get.error_count == 0, f"{get.error_count} errors"),
         ceiling_verdict(get, ceiling),
     ]
+    if peer is not None:
+        checks += peer_verdicts(get, peer)
     if path is not None and path.engine_ms:
         outside = outside_share(path)
         checks.append(
@@ -243,8 +324,16 @@ async def measured(cpu_rows: dict[str, dict[str, float]], scenario: Awaitable[Re
     return result
 
 
+PEER_SCENARIO = "peer FastAPI GET /v1/lattices/{id}"
+
+
 async def run_all(
-    args: argparse.Namespace, url: str, token: str, ids: dict[str, str], cpu_rows: dict[str, Any]
+    args: argparse.Namespace,
+    url: str,
+    token: str,
+    ids: dict[str, str],
+    cpu_rows: dict[str, Any],
+    peer_url: str = "",
 ) -> list[Result]:
     results = []
     # Warm-up: connections, Envoy's JWT cache, the services' plan cache.
@@ -275,6 +364,15 @@ async def run_all(
             ),
         )
     )
+    if peer_url:
+        path = f"/v1/lattices/{ids['get']}"
+        await drive("peer-warmup", peer_url, path, token, args.connections, 1.0)
+        results.append(
+            await measured(
+                cpu_rows,
+                drive(PEER_SCENARIO, peer_url, path, token, args.connections, args.duration),
+            )
+        )
     if ids.get("path"):
         q = path_query(args.path_size)
         # The judged scenario (AUTO, UNIT: what a tenant gets by default), then FIELD cost with
@@ -312,6 +410,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--path-duration", type=float, default=15.0)
     parser.add_argument("--path-requests", type=int, default=100)
     parser.add_argument(
+        "--no-peer",
+        action="store_true",
+        help="skip the FastAPI peer (loadtest/peer.py; needs the bench extra: make bench)",
+    )
+    parser.add_argument(
         "--pg-stats",
         action="store_true",
         help="load pg_stat_statements and print the services' query times over the scenarios",
@@ -335,11 +438,18 @@ def main(argv: list[str] | None = None) -> int:
             pgstats.enable(stack.database_admin_url)
             pgstats.reset(stack.database_admin_url)
         cpu_rows: dict[str, dict[str, float]] = {}
-        results = asyncio.run(run_all(args, url, token, ids, cpu_rows))
+        with contextlib.ExitStack() as resources:
+            peer_url = (
+                ""
+                if args.no_peer
+                else resources.enter_context(running_peer(stack, token, ids["get"]))
+            )
+            results = asyncio.run(run_all(args, url, token, ids, cpu_rows, peer_url))
         statements = pgstats.read(stack.database_admin_url) if args.pg_stats else []
     get, ceiling = results[0], results[1]
-    path = results[2] if len(results) > 2 else None
-    paths = results[2:]
+    peer = next((r for r in results if r.name == PEER_SCENARIO), None)
+    paths = [r for r in results[2:] if r is not peer]
+    path = paths[0] if paths else None
     for r in results:
         slug = r.name.split()[0]
         (args.out / f"{slug}.json").write_text(json.dumps(r.ghz(), indent=2) + "\n")
@@ -378,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
                 f" (mean {worst.mean_ms:.3f}, max {worst.max_ms:.3f}): {worst.short_query(70)}"
             )
     print()
-    for line in verdicts(get, ceiling, path):
+    for line in verdicts(get, ceiling, path, peer):
         print(line)
     print(f"\nreports: {args.out}/")
     return 0
