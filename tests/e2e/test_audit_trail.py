@@ -13,6 +13,7 @@ import sys
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -474,3 +475,33 @@ def test_retention_prunes_old_events_and_the_rest_still_verifies(
     bad = admin_cli(stack, "prune-audit", "--older-than-days", "0")
     assert bad.returncode == 1
     assert "at least 1 day" in bad.stderr
+
+
+def platform_events(stack: Stack) -> list[dict[str, Any]]:
+    exported = admin_cli(stack, "export-audit", "00000000-0000-0000-0000-000000000000")
+    assert exported.returncode == 0, exported.stderr
+    return [json.loads(line) for line in exported.stdout.splitlines()]
+
+
+def test_operator_commands_are_recorded_with_the_operator_as_actor(
+    gateway: httpx.Client, stack: Stack, tmp_path: Path
+) -> None:
+    owner = register_and_login(gateway)
+    shown = admin_cli(stack, "show-tenant", owner.tenant_id)
+    assert shown.returncode == 0, shown.stderr
+    rotated = admin_cli(stack, "rotate-key", "--keys-dir", str(tmp_path / "keys"))
+    assert rotated.returncode == 0, rotated.stderr
+    kid = rotated.stdout.split("(kid ", 1)[1].split(")", 1)[0]
+    # A newer key signs now, so the first may be retired.
+    rotated_again = admin_cli(stack, "rotate-key", "--keys-dir", str(tmp_path / "keys"))
+    assert rotated_again.returncode == 0, rotated_again.stderr
+    retired = admin_cli(stack, "retire-key", kid, "--keys-dir", str(tmp_path / "keys"))
+    assert retired.returncode == 0, retired.stderr
+
+    tenant_show = only(events(gateway, owner), "tenant.show")
+    assert (tenant_show["actor_type"], tenant_show["actor_id"]) == ("admin", OPERATOR)
+    keys = [e for e in platform_events(stack) if e["target_id"] == kid]
+    assert [(e["action"], e["actor_id"]) for e in keys] == [
+        ("signing_key.rotate", OPERATOR),
+        ("signing_key.retire", OPERATOR),
+    ]
