@@ -25,7 +25,11 @@ from psycopg.types.json import Jsonb
 
 from services.common import context as rpc_context
 from services.common.audit_chain import chain_hash
-from services.common.client_address import TrustedProxies, trusted_proxies_from_env
+from services.common.client_address import (
+    TrustedProxies,
+    forwarded_for_values,
+    trusted_proxies_from_env,
+)
 from services.common.config import ConfigError
 
 if TYPE_CHECKING:
@@ -125,9 +129,8 @@ def current_origin() -> Origin:
     if call is None:
         return Origin(request_id=request_id)
     metadata = list(call.invocation_metadata() or ())
-    forwarded = [value for key, value in metadata if key == "x-forwarded-for"]
     agent = next((value for key, value in metadata if key == "user-agent"), "")
-    client = _trusted_proxies().client(call.peer() or "", forwarded)
+    client = _trusted_proxies().client(call.peer() or "", forwarded_for_values(metadata))
     return Origin(
         client_address="" if client.ip is None else str(client.ip),
         user_agent=str(agent)[:USER_AGENT_LIMIT],
