@@ -23,7 +23,7 @@ DEFAULT_RETENTION_DAYS = 365
 
 
 class AuditCommandError(Exception):
-    """A failure to report in one line (a broken chain, a bad retention)."""
+    """A failure to report in one line (a bad retention)."""
 
 
 def retention_days(value: int | None = None) -> int:
@@ -41,16 +41,10 @@ def retention_days(value: int | None = None) -> int:
     return value
 
 
-def _record(conn: Connection[Any], tenant_id: str, event: audit.AuditEvent) -> None:
-    with conn.transaction():
-        conn.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant_id,))
-        audit.record_sync(conn, tenant_id, event)
-
-
 def verify_audit(conn: Connection[Any], tenant_id: str) -> tuple[str, bool]:
     """Checks the tenant's chain; the line to print, and whether it is intact."""
     verdict = audit_store.verify_tenant(conn, tenant_id)
-    _record(
+    audit.record_alone(
         conn,
         tenant_id,
         audit.AuditEvent(
@@ -76,7 +70,7 @@ def export_audit(
         for row in audit_store.chain_rows(conn, tenant_id, since=since):
             out.write(export_line(row) + "\n")
             count += 1
-    _record(
+    audit.record_alone(
         conn,
         tenant_id,
         audit.AuditEvent(
@@ -105,7 +99,7 @@ def prune_audit(
     for tenant in tenants:
         deleted = audit_store.prune(conn, tenant, before)
         if deleted:
-            _record(
+            audit.record_alone(
                 conn,
                 tenant,
                 audit.AuditEvent(

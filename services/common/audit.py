@@ -229,6 +229,13 @@ def record_sync(
     AUDIT_EVENTS.labels(event.action, event.outcome).inc()
 
 
+def record_alone(conn: Connection[Any], tenant_id: str, event: AuditEvent) -> None:
+    """`record_sync` in a transaction of its own on `conn`, with app.tenant_id set for it."""
+    with conn.transaction():
+        conn.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant_id,))
+        record_sync(conn, tenant_id, event)
+
+
 def record_command(
     tenant_id: str, event: AuditEvent, environ: Mapping[str, str] | None = None
 ) -> str:
@@ -240,9 +247,8 @@ def record_command(
     if not url:
         return f"warning: {event.action} not recorded in the audit trail: DATABASE_ADMIN_URL unset"
     try:
-        with psycopg.connect(url, connect_timeout=10) as conn, conn.transaction():
-            conn.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant_id,))
-            record_sync(conn, tenant_id, event)
+        with psycopg.connect(url, connect_timeout=10) as conn:
+            record_alone(conn, tenant_id, event)
     except psycopg.Error as exc:
         return f"warning: {event.action} not recorded in the audit trail: {type(exc).__name__}"
     return ""
