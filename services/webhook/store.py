@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from services.common import audit
 from services.common.db import Database, retry_conflicts
@@ -25,6 +26,12 @@ def _webhook(row: dict[str, Any]) -> WebhookRecord:
         created_at=row["created_at"],
         ordered=row["ordered"],
     )
+
+
+def url_host(url: str) -> str:
+    """An endpoint URL as the audit trail keeps it: its host only. Path, query and user info
+    often carry a credential (a Slack or Teams hook URL is one), and no event may hold one."""
+    return urlsplit(url).hostname or ""
 
 
 class PostgresWebhookStore:
@@ -64,7 +71,7 @@ class PostgresWebhookStore:
                     "webhook",
                     webhook.id,
                     details={
-                        "url": webhook.url,
+                        "host": url_host(webhook.url),
                         "event_types": ",".join(webhook.event_types),
                         "ordered": webhook.ordered,
                     },
@@ -107,7 +114,10 @@ class PostgresWebhookStore:
                     conn,
                     tenant_id,
                     audit.AuditEvent(
-                        "webhook.delete", "webhook", webhook_id, details={"url": deleted["url"]}
+                        "webhook.delete",
+                        "webhook",
+                        webhook_id,
+                        details={"host": url_host(deleted["url"])},
                     ),
                 )
                 return True

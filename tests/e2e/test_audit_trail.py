@@ -267,6 +267,13 @@ def test_each_action_records_exactly_one_event_with_who_what_when_and_where(
     disabled = only(found, "webhook.auto_disable")
     assert (disabled["actor_type"], disabled["actor_id"]) == ("system", "webhook-worker")
     assert "410" in disabled["details"]["why"]
+    created_hook = only(found, "webhook.create")
+    assert created_hook["details"] == {
+        "host": "127.0.0.1",
+        "event_types": "lattice.created",
+        "ordered": False,
+    }, "the host only: an endpoint's path or query may be its credential"
+    assert only(found, "webhook.delete")["details"] == {"host": "127.0.0.1"}
     plan = only(found, "tenant.plan_change")
     assert (plan["actor_type"], plan["actor_id"]) == ("admin", OPERATOR)
     assert plan["details"] == {"from": "free", "to": "starter"}
