@@ -25,6 +25,9 @@ from typing import Any
 import httpx
 import psycopg
 import redis.asyncio as aioredis
+import uvicorn
+from fastapi import FastAPI, Header
+from fastapi.responses import JSONResponse, Response
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -42,20 +45,15 @@ _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 POOL_SIZE = 16
 
 
-def _status(code: int, message: str) -> Any:
-    from fastapi.responses import JSONResponse
-
+def _status(code: int, message: str) -> JSONResponse:
     grpc_code = {400: 3, 401: 16, 404: 5}[code]
     return JSONResponse({"code": grpc_code, "message": message, "details": []}, status_code=code)
 
 
 def create_app(
     *, database_url: str, redis_url: str, jwks_url: str, issuer: str, audience: str
-) -> Any:
+) -> FastAPI:
     """The FastAPI application; its resources open and close with its lifespan."""
-    from fastapi import FastAPI, Header
-    from fastapi.responses import Response
-
     state: dict[str, Any] = {}
 
     async def fetch_jwks() -> Sequence[dict[str, str]]:
@@ -111,9 +109,7 @@ def create_app(
     return app
 
 
-def _lattice_json(row: dict[str, Any]) -> Any:
-    from fastapi.responses import JSONResponse
-
+def _lattice_json(row: dict[str, Any]) -> JSONResponse:
     # As the gateway's transcoder writes a Lattice: int64 as strings, RFC 3339 times.
     return JSONResponse(
         {
@@ -132,8 +128,6 @@ def _lattice_json(row: dict[str, Any]) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import uvicorn
-
     parser = argparse.ArgumentParser(prog="python -m loadtest.peer", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
