@@ -35,6 +35,7 @@ from services.common.interceptors.ratelimit import (
     rate_limit_interceptor,
 )
 from services.common.ratelimit import PostgresPlanSource, RateLimiter
+from services.common.replica_caches import open_replica_caches
 from services.common.revocations import PostgresRevocations
 from services.common.roles import MembershipCache, MembershipRoles
 from services.common.server import RunningService, build_server
@@ -61,7 +62,8 @@ async def create_server(config: AuthConfig) -> RunningService:
         redis = await open_redis(config.service.redis_url, service=config.service.service_name)
         resources.push_async_callback(redis.aclose)
         revocations = PostgresRevocations(database)
-        denylist = Denylist(redis, revocations)
+        caches = await open_replica_caches(config.service, resources)
+        denylist = Denylist(redis, revocations, local=caches.denylist)
         resources.push_async_callback(denylist.aclose)
         store = PostgresAuthStore(database)
         lockout = LoginLockout(redis, config.lockout)
@@ -115,7 +117,7 @@ async def create_server(config: AuthConfig) -> RunningService:
                 api_keys=ApiKeyVerifier(database),
             ),
             permission_interceptor=PermissionInterceptor(
-                [SERVICE_NAME], roles=MembershipRoles(redis, database)
+                [SERVICE_NAME], roles=MembershipRoles(redis, database, local=caches.roles)
             ),
             rate_limit_interceptor=rate_limits(config, RateLimiter(redis), database),
         )

@@ -143,6 +143,9 @@ class ServiceConfig:
     database_wait_s: float = DEFAULT_DATABASE_WAIT_S
     # The commit the image was built from (catalytic_build_info); None: ask git, if any.
     git_sha: str | None = None
+    # Keep Redis-backed answers (denylist, roles, lattice metadata) in the replica, kept
+    # current by Redis's invalidation feed (ADR 67); LOCAL_CACHES=false asks Redis every time.
+    local_caches: bool = True
 
     @classmethod
     def from_env(
@@ -190,6 +193,7 @@ class ServiceConfig:
             db_pool_max=pool_max,
             database_wait_s=database_wait_s,
             git_sha=env_str("GIT_SHA", "", environ=environ).strip() or None,
+            local_caches=env_bool("LOCAL_CACHES", True, environ=environ),
         )
 
     def redacted(self) -> dict[str, object]:
@@ -209,4 +213,5 @@ class ServiceConfig:
             "db_pool_max": self.db_pool_max,
             "database_wait_s": self.database_wait_s,
             "git_sha": self.git_sha,
+            "local_caches": self.local_caches,
         }

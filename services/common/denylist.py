@@ -2,6 +2,9 @@
 
 Every service checks it on every authenticated RPC, so a revocation takes effect everywhere at
 once. When Redis cannot answer, the check fails closed: `Unavailable`, never "not revoked".
+A replica keeps the answers it had in a local cache that Redis's invalidation feed empties of
+each entry the moment its key is written (services.common.invalidation, ADR 67): a token
+checked a moment ago costs no round trip, and a revocation still holds from the next call.
 
 Redis may lose the list (FLUSHALL, a restart without its files, a failover): the durable copy
 is PostgreSQL (services.common.revocations). A marker key names the Redis process that holds
@@ -29,6 +32,7 @@ from prometheus_client import Counter
 from services.common.access_tokens import DEFAULT_LEEWAY_S
 from services.common.cache import REDIS_FAILURES, RedisCalls, service_of
 from services.common.errors import DomainError, Unavailable
+from services.common.local_cache import LocalCache
 from services.common.revocations import Revocations
 
 logger = logging.getLogger("catalytic.denylist")
@@ -111,8 +115,11 @@ class Denylist:
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         rebuild_wait_s: float = DEFAULT_REBUILD_WAIT_S,
+        local: LocalCache[bool] | None = None,
     ) -> None:
         self._redis = redis
+        # Answers already had from Redis, while the invalidation feed keeps them current.
+        self._local = local
         self._source = source
         self._calls = RedisCalls(redis, timeout_s)
         self._rebuild_wait_s = rebuild_wait_s
@@ -151,6 +158,11 @@ class Denylist:
             await asyncio.gather(task, return_exceptions=True)
 
     async def _listed(self, key: str) -> bool:
+        if self._local is None:
+            return await self._listed_in_redis(key)
+        return await self._local.fetch(key, lambda: self._listed_in_redis(key))
+
+    async def _listed_in_redis(self, key: str) -> bool:
         state = await self._call(self._check(keys=[LOADED_KEY, key]))
         if state == _NOT_LOADED:
             await self._wait_for_rebuild()

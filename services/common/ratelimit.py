@@ -199,8 +199,12 @@ def lease_size(rate: Rate) -> int:
     """How many requests one Redis round trip claims: 5% of the limit, within the burst.
 
     1 (every request asks Redis, as exact as a limit can be) for rates under 40 per period.
+    The limit counted is what the bucket can hold at its microsecond resolution
+    (`interval_us` is at least 1): a rate over a million a second leases as if it were one,
+    or its leases would outrun the bucket and every request would ask Redis alone.
     """
-    return max(1, min(rate.burst, int(rate.limit * LEASE_FRACTION)))
+    enforceable = min(rate.limit, round(rate.period_s * 1_000_000 / rate.interval_us))
+    return max(1, min(rate.burst, int(enforceable * LEASE_FRACTION)))
 
 
 @dataclass(slots=True)

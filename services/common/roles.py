@@ -1,7 +1,9 @@
 """A member's current role in a tenant: PostgreSQL's memberships, cached briefly in Redis.
 
 Every service asks on every authenticated call (the permission interceptor), so a role change
-or a removal holds from the caller's next call, whatever token it carries (ADR 63). Redis
+or a removal holds from the caller's next call, whatever token it carries (ADR 63). A replica
+keeps the roles it read in a local cache that Redis's invalidation feed empties of a member's
+entry the moment auth writes that member's key (ADR 67). Redis
 keeps each answer for `ttl_s`; auth, which changes memberships, forgets the entry inside the
 changing transaction and writes the new answer once it committed (`MembershipCache`).
 
@@ -20,6 +22,7 @@ import redis.asyncio as aioredis
 from services.common.cache import REDIS_FAILURES, RedisCalls
 from services.common.db import Database
 from services.common.errors import Unavailable
+from services.common.local_cache import LocalCache
 
 KEY = "membership:{}:{}"
 # What the cache holds for "not a member".
@@ -42,15 +45,23 @@ class MembershipRoles:
         *,
         ttl_s: int = DEFAULT_TTL_S,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        local: LocalCache[str | None] | None = None,
     ) -> None:
         self._redis = redis
         self._db = database
         self._ttl_s = ttl_s
         self._calls = RedisCalls(redis, timeout_s)
+        # Roles already read, while the invalidation feed keeps them current (ADR 67).
+        self._local = local
 
     async def role(self, tenant_id: str, user_id: str) -> str | None:
         """The user's role in the tenant, or None when the user is no member of it."""
         key = KEY.format(tenant_id, user_id)
+        if self._local is None:
+            return await self._read(key, tenant_id, user_id)
+        return await self._local.fetch(key, lambda: self._read(key, tenant_id, user_id))
+
+    async def _read(self, key: str, tenant_id: str, user_id: str) -> str | None:
         cached = await self._call(self._redis.get(key))
         if cached is not None:
             # The client is opened with bytes answers (cache.open_redis).

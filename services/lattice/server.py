@@ -21,11 +21,12 @@ from services.common.interceptors.permissions import PermissionInterceptor, Role
 from services.common.interceptors.ratelimit import RateLimitInterceptor, rate_limit_interceptor
 from services.common.internal_auth import INTERNAL_TOKEN_VARIABLE
 from services.common.ratelimit import PostgresPlanSource, RateLimiter, TenantPlans
+from services.common.replica_caches import open_replica_caches
 from services.common.revocations import PostgresRevocations
 from services.common.roles import MembershipRoles
 from services.common.server import RunningService, build_server
 from services.common.wiring import open_database, remote_token_verifier
-from services.lattice import metrics
+from services.lattice import changes, metrics
 from services.lattice.cache import FieldCache
 from services.lattice.catalog import Catalog
 from services.lattice.config import LatticeConfig
@@ -87,7 +88,10 @@ async def create_server(config: LatticeConfig) -> RunningService:
         database = await open_database(config.service, resources)
         redis = await open_redis(config.service.redis_url, service=config.service.service_name)
         resources.push_async_callback(redis.aclose)
-        denylist = Denylist(redis, PostgresRevocations(database))
+        caches = await open_replica_caches(
+            config.service, resources, lattice_prefix=changes.KEY_PREFIX
+        )
+        denylist = Denylist(redis, PostgresRevocations(database), local=caches.denylist)
         resources.push_async_callback(denylist.aclose)
         verifier = remote_token_verifier(
             config.service, resources, issuer=config.issuer, audience=config.audience
@@ -118,7 +122,9 @@ async def create_server(config: LatticeConfig) -> RunningService:
         resources.push_async_callback(relay.close)
         watch_outbox(relay, resources)
 
-        store = PostgresLatticeStore(database)
+        store = PostgresLatticeStore(
+            database, metadata=caches.lattices, changes=changes.LatticeChanges(redis)
+        )
         cache = FieldCache(config.cache_bytes)
         event_log = EventLog(store, relay.wake)
         # One cache of plans for the tenant rate limit and the tenants' compute shares.
@@ -138,7 +144,7 @@ async def create_server(config: LatticeConfig) -> RunningService:
             resources=resources,
             denylist=denylist,
             api_keys=ApiKeyVerifier(database),
-            roles=MembershipRoles(redis, database),
+            roles=MembershipRoles(redis, database, local=caches.roles),
             rate_limit=rate_limit_interceptor(
                 config.service.service_name,
                 RateLimiter(redis),

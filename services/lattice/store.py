@@ -13,7 +13,9 @@ from psycopg.types.json import Jsonb
 from services.common import audit
 from services.common.db import Connection, Database
 from services.common.errors import DeadlineExceeded
+from services.common.local_cache import MISSING, LocalCache
 from services.common.paging import Cursor, newest_first_query
+from services.lattice.changes import LatticeChanges, changed_key
 from services.lattice.fields import EncodedField
 from services.lattice.records import LatticeRecord, NewLattice, OutboxEvent
 
@@ -70,6 +72,8 @@ class _PostgresTransaction:
     def __init__(self, conn: Connection, tenant_id: str) -> None:
         self._conn = conn
         self._tenant_id = tenant_id
+        # Lattices whose row this transaction changed: the replicas' caches must hear of them.
+        self.changed: list[str] = []
 
     async def lock_tenant(self) -> str | None:
         cur = await self._conn.execute(
@@ -164,6 +168,7 @@ class _PostgresTransaction:
         row = await cur.fetchone()
         if row is None:
             raise RuntimeError("the locked lattice disappeared inside its transaction")
+        self.changed.append(lattice_id)
         await self._conn.execute(
             "UPDATE lattice_fields SET version = %s, checksum = %s, encoding = %s, data = %b"
             " WHERE lattice_id = %s",
@@ -179,6 +184,7 @@ class _PostgresTransaction:
         row = await cur.fetchone()
         if row is None:
             return None
+        self.changed.append(lattice_id)
         await audit.record(
             self._conn, self._tenant_id, audit.AuditEvent("lattice.delete", "lattice", lattice_id)
         )
@@ -195,8 +201,20 @@ class PostgresLatticeStore:
     Unavailable (503: retry), not an internal error: Database maps it (db.database_errors).
     """
 
-    def __init__(self, db: Database) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        metadata: LocalCache[tuple[str, LatticeRecord]] | None = None,
+        changes: LatticeChanges | None = None,
+    ) -> None:
+        """`metadata`: this replica's cache of lattices' rows (by changed_key), kept current by
+        the invalidation feed. `changes`: how every changing transaction tells the replicas'
+        caches (changes.py); needed wherever any replica caches, whether this one does or not.
+        """
         self._db = db
+        self._metadata = metadata
+        self._changes = changes
 
     @asynccontextmanager
     async def _tenant(self, tenant_id: str) -> AsyncIterator[Connection]:
@@ -214,7 +232,12 @@ class PostgresLatticeStore:
                 await conn.execute(
                     "SELECT set_config('lock_timeout', %s, true)", (f"{milliseconds}ms",)
                 )
-            yield _PostgresTransaction(conn, tenant_id)
+            tx = _PostgresTransaction(conn, tenant_id)
+            yield tx
+            if tx.changed and self._changes is not None:
+                await self._changes.before_commit(tx.changed)
+        if tx.changed and self._changes is not None:
+            await self._changes.after_commit(tx.changed)
 
     async def _statement(
         self, tenant_id: str, query: str, params: Sequence[object]
@@ -223,6 +246,24 @@ class PostgresLatticeStore:
         return await self._db.tenant_statement(tenant_id, query, params)
 
     async def get(self, tenant_id: str, lattice_id: str) -> LatticeRecord | None:
+        cache = self._metadata
+        if cache is None:
+            return await self._read(tenant_id, lattice_id)
+        key = changed_key(lattice_id)
+        found = cache.get(key)
+        # Kept with the tenant that read it under RLS: another tenant's lookup reads the
+        # database, where RLS answers it.
+        if found is not MISSING and found[0] == tenant_id:  # type: ignore[index]
+            return found[1]  # type: ignore[index,no-any-return]
+        ticket = cache.begin(key)
+        record: LatticeRecord | None = None
+        try:
+            record = await self._read(tenant_id, lattice_id)
+        finally:
+            cache.finish(ticket, MISSING if record is None else (tenant_id, record))
+        return record
+
+    async def _read(self, tenant_id: str, lattice_id: str) -> LatticeRecord | None:
         rows = await self._statement(
             tenant_id,
             f"SELECT {_COLUMNS} FROM lattices WHERE id = %s",  # noqa: S608

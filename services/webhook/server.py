@@ -25,6 +25,7 @@ from services.common.interceptors.ratelimit import RateLimitInterceptor, rate_li
 from services.common.internal_auth import InternalToken
 from services.common.keys.config import open_ring
 from services.common.ratelimit import PostgresPlanSource, RateLimiter
+from services.common.replica_caches import open_replica_caches
 from services.common.revocations import PostgresRevocations
 from services.common.roles import MembershipRoles
 from services.common.server import RunningService, build_server
@@ -95,7 +96,8 @@ async def create_server(
         database = await open_database(config.service, resources)
         redis = await open_redis(config.service.redis_url, service=config.service.service_name)
         resources.push_async_callback(redis.aclose)
-        denylist = Denylist(redis, PostgresRevocations(database))
+        caches = await open_replica_caches(config.service, resources)
+        denylist = Denylist(redis, PostgresRevocations(database), local=caches.denylist)
         resources.push_async_callback(denylist.aclose)
         ring = open_ring(config.keys)
         resources.callback(ring.close)
@@ -152,7 +154,7 @@ async def create_server(
             resources=resources,
             denylist=denylist,
             api_keys=ApiKeyVerifier(database),
-            roles=MembershipRoles(redis, database),
+            roles=MembershipRoles(redis, database, local=caches.roles),
             rate_limit=rate_limit_interceptor(
                 config.service.service_name,
                 RateLimiter(redis),

@@ -257,6 +257,24 @@ async def test_a_lease_pays_for_many_requests_in_one_round_trip(redis: aioredis.
     assert limiter.hits == 10
 
 
+async def test_a_rate_beyond_the_buckets_resolution_still_leases(redis: aioredis.Redis) -> None:
+    """A billion a second (the load tests' lifted limits) is a microsecond a request in the
+    bucket, a million a second: leases sized on that keep being granted, instead of outrunning
+    the bucket after a few seconds and leaving every request to ask Redis alone."""
+    now = [1000.0]
+    limiter = CountingLimiter(redis)
+    leased = LeasedLimit(
+        Limit(limiter, service="test", name="lease", message="over"), clock=lambda: now[0]
+    )
+    rate = Rate.per(1_000_000_000, 1)
+    assert lease_size(rate) == 50_000
+    subject = unique()
+    for _ in range(40):  # forty leases, each claimed as the last one lapses unspent
+        assert await admitted(leased, subject, rate)
+        now[0] += 1.5
+    assert limiter.hits == 40
+
+
 async def test_leases_never_admit_beyond_the_limit_across_replicas(
     redis: aioredis.Redis,
 ) -> None:
