@@ -316,6 +316,7 @@ class Workload:
         await store.rotate_secret(self.tenant, webhook_id, new_secret(), 86400.0)
         await store.enable(self.tenant, self.webhook)
         await store.delete(self.tenant, webhook_id)
+        assert await store.subscribed_types(self.tenant)
 
     def _event(self, event_type: str = "lattice.created") -> NewEvent:
         return NewEvent(id=f"evt_hot_{uuid.uuid4().hex}", type=event_type, body=b"{}")
@@ -513,6 +514,7 @@ STEPS: tuple[Step, ...] = (
             "PostgresWebhookStore.rotate_secret",
             "PostgresWebhookStore.enable",
             "PostgresWebhookStore.delete",
+            "PostgresWebhookStore.subscribed_types",
         ),
     ),
     Step("webhook: publish", "publish", ("PostgresDeliveryStore.publish",)),

@@ -31,14 +31,17 @@ from loadtest import cpu, http1, pgstats
 from loadtest.report import Result, ceiling_rps
 from loadtest.stack import private_stack
 
-TARGET_RPS = 1500
-TARGET_P99_MS = 50.0
+# Issue 18's targets, all relative or per request, measured in the same run (they replace
+# issue 5's absolute ones): our GET at least as fast as the one-process FastAPI peer
+# (loadtest/peer.py) doing the same work, its p99 at most 1.5 times the peer's, and at least
+# 70% of the no-op ceiling through the same Envoy; the default path's end-to-end p50 at most
+# 1.5 ms above the engine's own, and at most 2 ms of CPU a path request outside the engine,
+# summed over every process but the load generator.
 TARGET_CEILING_SHARE = 0.70
-TARGET_OUTSIDE_ENGINE = 0.20
-# Issue 18: our GET at least as fast as the one-process FastAPI peer (loadtest/peer.py) doing the
-# same work, in the same run, and its p99 at most 1.5 times the peer's.
 TARGET_PEER_RATIO = 1.0
 TARGET_PEER_P99_RATIO = 1.5
+TARGET_PATH_OVERHEAD_MS = 1.5
+TARGET_PATH_CPU_MS = 2.0
 PEER_START_TIMEOUT_S = 30.0
 
 STACK_ENV = {
@@ -276,36 +279,54 @@ def peer_verdicts(get: Result, peer: Result) -> list[tuple[str, bool, str]]:
     ]
 
 
-def verdicts(
-    get: Result, ceiling: Result, path: Result | None, peer: Result | None = None
-) -> list[str]:
-    out = []
-    p99 = get.percentile_ns(99) / 1e6
+def path_overhead_ms(path: Result) -> float:
+    """End-to-end p50 minus the engine's own p50 (its `elapsed_ms`)."""
+    engine = sorted(path.engine_ms)
+    return path.percentile_ns(50) / 1e6 - engine[len(engine) // 2]
+
+
+def path_cpu_outside_engine_ms(row: dict[str, float]) -> float:
+    """CPU a path request cost every process but the engine's workers and the load generator."""
+    return sum(ms for kind, ms in row.items() if kind not in ("client", "compute", "total"))
+
+
+def path_verdicts(path: Result, cpu_row: dict[str, float] | None) -> list[tuple[str, bool, str]]:
+    overhead = path_overhead_ms(path)
     checks = [
         (
-            f"rps {get.rps:.0f} >= {TARGET_RPS}",
-            get.rps >= TARGET_RPS,
-            f"short by {TARGET_RPS - get.rps:.0f} req/s ({1 - get.rps / TARGET_RPS:.0%})",
-        ),
-        (
-            f"p99 {p99:.2f} ms <= {TARGET_P99_MS:.0f} ms",
-            p99 <= TARGET_P99_MS,
-            f"over by {p99 - TARGET_P99_MS:.2f} ms",
-        ),
+            f"path p50 overhead {overhead:.2f} ms <= {TARGET_PATH_OVERHEAD_MS:g} ms",
+            overhead <= TARGET_PATH_OVERHEAD_MS,
+            f"over by {overhead - TARGET_PATH_OVERHEAD_MS:.2f} ms",
+        )
+    ]
+    if cpu_row:
+        outside = path_cpu_outside_engine_ms(cpu_row)
+        checks.append(
+            (
+                f"path CPU outside the engine {outside:.2f} ms <= {TARGET_PATH_CPU_MS:g} ms",
+                outside <= TARGET_PATH_CPU_MS,
+                f"over by {outside - TARGET_PATH_CPU_MS:.2f} ms",
+            )
+        )
+    return checks
+
+
+def verdicts(
+    get: Result,
+    ceiling: Result,
+    path: Result | None,
+    peer: Result | None = None,
+    path_cpu: dict[str, float] | None = None,
+) -> list[str]:
+    out = []
+    checks = [
         (f"errors {get.error_count} == 0", get.error_count == 0, f"{get.error_count} errors"),
         ceiling_verdict(get, ceiling),
     ]
     if peer is not None:
         checks += peer_verdicts(get, peer)
     if path is not None and path.engine_ms:
-        outside = outside_share(path)
-        checks.append(
-            (
-                f"path share outside engine {outside:.1%} <= {TARGET_OUTSIDE_ENGINE:.0%}",
-                outside <= TARGET_OUTSIDE_ENGINE,
-                f"over by {outside - TARGET_OUTSIDE_ENGINE:.1%} points",
-            )
-        )
+        checks += path_verdicts(path, path_cpu)
     for text, ok, miss in checks:
         out.append(f"{text}: PASS" if ok else f"{text}: FAIL ({miss})")
     return out
@@ -471,8 +492,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"\n{r.name.split()[0]}: {r.count} requests, end-to-end p50 "
             f"{ms(r.percentile_ns(50))} ms, p99 {ms(r.percentile_ns(99))} ms; engine elapsed_ms "
-            f"p50 {engine[len(engine) // 2]:.2f} ms; share outside the engine "
-            f"{outside_share(r):.1%}"
+            f"p50 {engine[len(engine) // 2]:.2f} ms; overhead {path_overhead_ms(r):.2f} ms"
+            f" ({outside_share(r):.1%} of the wall time outside the engine)"
         )
     if statements:
         print("\nPostgreSQL, the services' statements over the scenarios (pg_stat_statements):")
@@ -488,7 +509,8 @@ def main(argv: list[str] | None = None) -> int:
                 f" (mean {worst.mean_ms:.3f}, max {worst.max_ms:.3f}): {worst.short_query(70)}"
             )
     print()
-    for line in verdicts(get, ceiling, path, peer):
+    path_cpu = cpu_rows.get(path.name) if path is not None else None
+    for line in verdicts(get, ceiling, path, peer, path_cpu):
         print(line)
     print(f"\nreports: {args.out}/")
     return 0

@@ -144,7 +144,7 @@ class ServiceConfig:
     # The commit the image was built from (catalytic_build_info); None: ask git, if any.
     git_sha: str | None = None
     # Keep Redis-backed answers (denylist, roles, lattice metadata) in the replica, kept
-    # current by Redis's invalidation feed (ADR 67); LOCAL_CACHES=false asks Redis every time.
+    # current by Redis's invalidation feed (ADR 68); LOCAL_CACHES=false asks Redis every time.
     local_caches: bool = True
 
     @classmethod

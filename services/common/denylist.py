@@ -3,7 +3,7 @@
 Every service checks it on every authenticated RPC, so a revocation takes effect everywhere at
 once. When Redis cannot answer, the check fails closed: `Unavailable`, never "not revoked".
 A replica keeps the answers it had in a local cache that Redis's invalidation feed empties of
-each entry the moment its key is written (services.common.invalidation, ADR 67): a token
+each entry the moment its key is written (services.common.invalidation, ADR 68): a token
 checked a moment ago costs no round trip, and a revocation still holds from the next call.
 
 Redis may lose the list (FLUSHALL, a restart without its files, a failover): the durable copy

@@ -1,4 +1,4 @@
-"""Redis tells each replica which of its cached answers just went stale (ADR 67).
+"""Redis tells each replica which of its cached answers just went stale (ADR 68).
 
 `InvalidationFeed` holds one connection of its own to Redis in RESP3 with broadcast client
 tracking on the prefixes of its caches (`CLIENT TRACKING ON BCAST PREFIX ...`): every write to

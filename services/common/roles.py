@@ -3,7 +3,7 @@
 Every service asks on every authenticated call (the permission interceptor), so a role change
 or a removal holds from the caller's next call, whatever token it carries (ADR 63). A replica
 keeps the roles it read in a local cache that Redis's invalidation feed empties of a member's
-entry the moment auth writes that member's key (ADR 67). Redis
+entry the moment auth writes that member's key (ADR 68). Redis
 keeps each answer for `ttl_s`; auth, which changes memberships, forgets the entry inside the
 changing transaction and writes the new answer once it committed (`MembershipCache`).
 
@@ -51,7 +51,7 @@ class MembershipRoles:
         self._db = database
         self._ttl_s = ttl_s
         self._calls = RedisCalls(redis, timeout_s)
-        # Roles already read, while the invalidation feed keeps them current (ADR 67).
+        # Roles already read, while the invalidation feed keeps them current (ADR 68).
         self._local = local
 
     async def role(self, tenant_id: str, user_id: str) -> str | None:

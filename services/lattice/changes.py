@@ -2,7 +2,7 @@
 
 Each replica keeps lattices' metadata in a local cache (store.py, `PostgresLatticeStore.get`)
 under the Redis key `lattice:changed:<id>`; a write to that key reaches every replica's
-invalidation feed (services.common.invalidation, ADR 67). A transaction that changes a lattice
+invalidation feed (services.common.invalidation, ADR 68). A transaction that changes a lattice
 (a transform's new version, a delete) writes the key twice:
 
 - before it commits, so that a Redis that cannot take the write rolls the change back
@@ -25,10 +25,11 @@ from prometheus_client import Counter
 
 from services.common.cache import REDIS_FAILURES, RedisCalls, service_of
 from services.common.errors import Unavailable
+from services.common.replica_caches import LATTICES_PREFIX
 
 logger = logging.getLogger("catalytic.lattice.changes")
 
-KEY_PREFIX = "lattice:changed:"
+KEY_PREFIX = LATTICES_PREFIX
 # The key only has to be written; it need not outlive the replicas' cache entries.
 KEY_TTL_S = 60
 METADATA_MAX_AGE_S = 5.0

@@ -25,6 +25,7 @@ from services.common.replica_caches import open_replica_caches
 from services.common.revocations import PostgresRevocations
 from services.common.roles import MembershipRoles
 from services.common.server import RunningService, build_server
+from services.common.subscriptions import Subscriptions
 from services.common.wiring import open_database, remote_token_verifier
 from services.lattice import changes, metrics
 from services.lattice.cache import FieldCache
@@ -88,9 +89,7 @@ async def create_server(config: LatticeConfig) -> RunningService:
         database = await open_database(config.service, resources)
         redis = await open_redis(config.service.redis_url, service=config.service.service_name)
         resources.push_async_callback(redis.aclose)
-        caches = await open_replica_caches(
-            config.service, resources, lattice_prefix=changes.KEY_PREFIX
-        )
+        caches = await open_replica_caches(config.service, resources, lattice_service=True)
         denylist = Denylist(redis, PostgresRevocations(database), local=caches.denylist)
         resources.push_async_callback(denylist.aclose)
         verifier = remote_token_verifier(
@@ -123,7 +122,10 @@ async def create_server(config: LatticeConfig) -> RunningService:
         watch_outbox(relay, resources)
 
         store = PostgresLatticeStore(
-            database, metadata=caches.lattices, changes=changes.LatticeChanges(redis)
+            database,
+            metadata=caches.lattices,
+            changes=changes.LatticeChanges(redis),
+            subscriptions=Subscriptions(redis, local=caches.subscriptions),
         )
         cache = FieldCache(config.cache_bytes)
         event_log = EventLog(store, relay.wake)

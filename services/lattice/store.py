@@ -15,6 +15,7 @@ from services.common.db import Connection, Database
 from services.common.errors import DeadlineExceeded
 from services.common.local_cache import MISSING, LocalCache
 from services.common.paging import Cursor, newest_first_query
+from services.common.subscriptions import Subscriptions
 from services.lattice.changes import LatticeChanges, changed_key
 from services.lattice.fields import EncodedField
 from services.lattice.records import LatticeRecord, NewLattice, OutboxEvent
@@ -62,6 +63,11 @@ def event_params(tenant_id: str, event: OutboxEvent) -> tuple[object, ...]:
     return (event.id, tenant_id, event.type, Jsonb(event.data))
 
 
+async def wanted(subscriptions: Subscriptions | None, tenant_id: str, event: OutboxEvent) -> bool:
+    """Whether a webhook may want the event (always, without `subscriptions`)."""
+    return subscriptions is None or await subscriptions.wants(tenant_id, event.type)
+
+
 async def insert_event(conn: Connection, tenant_id: str, event: OutboxEvent) -> None:
     await conn.execute(INSERT_EVENT, event_params(tenant_id, event))
 
@@ -69,9 +75,12 @@ async def insert_event(conn: Connection, tenant_id: str, event: OutboxEvent) -> 
 class _PostgresTransaction:
     """LatticeTransaction on one open tenant transaction."""
 
-    def __init__(self, conn: Connection, tenant_id: str) -> None:
+    def __init__(
+        self, conn: Connection, tenant_id: str, subscriptions: Subscriptions | None = None
+    ) -> None:
         self._conn = conn
         self._tenant_id = tenant_id
+        self._subscriptions = subscriptions
         # Lattices whose row this transaction changed: the replicas' caches must hear of them.
         self.changed: list[str] = []
 
@@ -191,7 +200,8 @@ class _PostgresTransaction:
         return _lattice(row)
 
     async def add_event(self, event: OutboxEvent) -> None:
-        await insert_event(self._conn, self._tenant_id, event)
+        if await wanted(self._subscriptions, self._tenant_id, event):
+            await insert_event(self._conn, self._tenant_id, event)
 
 
 class PostgresLatticeStore:
@@ -207,12 +217,15 @@ class PostgresLatticeStore:
         *,
         metadata: LocalCache[tuple[str, LatticeRecord]] | None = None,
         changes: LatticeChanges | None = None,
+        subscriptions: Subscriptions | None = None,
     ) -> None:
         """`metadata`: this replica's cache of lattices' rows (by changed_key), kept current by
         the invalidation feed. `changes`: how every changing transaction tells the replicas'
         caches (changes.py); needed wherever any replica caches, whether this one does or not.
+        `subscriptions`: events no webhook subscribes to are not written (ADR 69).
         """
         self._db = db
+        self._subscriptions = subscriptions
         self._metadata = metadata
         self._changes = changes
 
@@ -232,7 +245,7 @@ class PostgresLatticeStore:
                 await conn.execute(
                     "SELECT set_config('lock_timeout', %s, true)", (f"{milliseconds}ms",)
                 )
-            tx = _PostgresTransaction(conn, tenant_id)
+            tx = _PostgresTransaction(conn, tenant_id, self._subscriptions)
             yield tx
             if tx.changed and self._changes is not None:
                 await self._changes.before_commit(tx.changed)
@@ -294,5 +307,7 @@ class PostgresLatticeStore:
         return [_lattice(row) for row in await self._statement(tenant_id, query, params)]
 
     async def add_event(self, tenant_id: str, event: OutboxEvent) -> None:
+        if not await wanted(self._subscriptions, tenant_id, event):
+            return
         # One statement, atomic on its own: one round trip.
         await self._statement(tenant_id, INSERT_EVENT, event_params(tenant_id, event))

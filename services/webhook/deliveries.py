@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -125,9 +125,13 @@ class Deliveries:
         *,
         wake: Callable[[], None] = lambda: None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        unwanted: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._store = store
         self._policy = policy
+        # Told of a tenant whose event no endpoint took, so that the event writers learn what
+        # the tenant subscribes to (services.common.subscriptions).
+        self._unwanted = unwanted
         # Tells the delivery worker that new deliveries are due.
         self._wake = wake
         self._clock = clock
@@ -150,6 +154,8 @@ class Deliveries:
         published = await self._store.publish(tenant_id, event, self._policy.first_delay_s())
         if not published.tenant_found:
             raise NotFound("tenant not found")
+        if published.queued == 0 and self._unwanted is not None:
+            await self._unwanted(tenant_id)
         if published.queued > published.dispatched:
             self._wake()
         return published.queued

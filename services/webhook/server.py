@@ -18,6 +18,7 @@ from services.common.api_keys import ApiKeyVerifier
 from services.common.cache import open_redis
 from services.common.config import ServiceConfig
 from services.common.denylist import Denylist
+from services.common.errors import DomainError
 from services.common.interceptors.auth import AuthInterceptor
 from services.common.interceptors.base import Context, RpcInterceptor
 from services.common.interceptors.permissions import PermissionInterceptor, RoleSource
@@ -29,6 +30,7 @@ from services.common.replica_caches import open_replica_caches
 from services.common.revocations import PostgresRevocations
 from services.common.roles import MembershipRoles
 from services.common.server import RunningService, build_server
+from services.common.subscriptions import SubscriptionNotices
 from services.common.wiring import open_database, remote_token_verifier
 from services.webhook.config import DeliveryConfig, WebhookConfig
 from services.webhook.deliveries import Deliveries
@@ -132,15 +134,32 @@ async def create_server(
                 poll_interval_s=delivery.poll_interval_s,
             )
         wake = worker.wake if worker is not None else _nothing
+        notices = SubscriptionNotices(redis)
+        webhook_store = PostgresWebhookStore(database, box, notices=notices)
+
+        async def unwanted(tenant_id: str) -> None:
+            # No endpoint took a tenant's event: record what it subscribes to (only if no
+            # change widened it meanwhile), so that the lattice service stops writing them.
+            # Best effort: the event itself was handled.
+            try:
+                subscribed = await webhook_store.subscribed_types(tenant_id)
+            except DomainError as exc:
+                logger.debug("subscriptions of %s not recorded: %s", tenant_id, exc)
+                return
+            await notices.record(tenant_id, subscribed)
+
         endpoints = Endpoints(
-            PostgresWebhookStore(database, box),
+            webhook_store,
             resolver,
             allowed=config.allow_cidrs,
             secret_overlap_s=delivery.secret_overlap_s,
             wake=wake,
         )
         deliveries = Deliveries(
-            PostgresDeliveryStore(database, box, worker=worker), policy, wake=wake
+            PostgresDeliveryStore(database, box, worker=worker),
+            policy,
+            wake=wake,
+            unwanted=unwanted,
         )
         verifier = remote_token_verifier(
             config.service, resources, issuer=config.issuer, audience=config.audience

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from services.common import audit
 from services.common.db import Database, retry_conflicts
 from services.common.paging import Cursor, newest_first_query
+from services.common.subscriptions import SubscriptionNotices
 from services.webhook.endpoints import NewWebhook, WebhookRecord
 from services.webhook.secret_box import SecretBox
 
@@ -40,9 +41,27 @@ class PostgresWebhookStore:
     Secrets are written sealed only (`box`), never in plaintext (ADR 56).
     """
 
-    def __init__(self, db: Database, box: SecretBox) -> None:
+    def __init__(
+        self, db: Database, box: SecretBox, *, notices: SubscriptionNotices | None = None
+    ) -> None:
+        """`notices`: how a change that may add a subscription tells the event writers before
+        it commits (services.common.subscriptions); every service passes one."""
         self._db = db
         self._box = box
+        self._notices = notices
+
+    async def _widen(self, tenant_id: str) -> None:
+        if self._notices is not None:
+            await self._notices.widen(tenant_id)
+
+    async def subscribed_types(self, tenant_id: str) -> list[str]:
+        """The event types the tenant's enabled endpoints subscribe to."""
+        rows = await self._db.tenant_statement(
+            tenant_id,
+            "SELECT DISTINCT unnest(event_types) AS event_type FROM webhooks WHERE enabled",
+            (),
+        )
+        return [str(row["event_type"]) for row in rows]
 
     async def insert(self, tenant_id: str, webhook: NewWebhook) -> WebhookRecord:
         async with self._db.tenant_transaction(tenant_id) as conn:
@@ -63,6 +82,7 @@ class PostgresWebhookStore:
             row = await cur.fetchone()
             if row is None:
                 raise RuntimeError("INSERT ... RETURNING returned no row")
+            await self._widen(tenant_id)
             await audit.record(
                 conn,
                 tenant_id,
@@ -165,6 +185,7 @@ class PostgresWebhookStore:
             row = await cur.fetchone()
             if row is None:
                 return None
+            await self._widen(tenant_id)
             await audit.record(
                 conn, tenant_id, audit.AuditEvent("webhook.enable", "webhook", webhook_id)
             )

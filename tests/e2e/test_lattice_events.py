@@ -13,8 +13,10 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+import redis
 
 from devstack import Stack
+from services.common.subscriptions import subscribed_key
 from tests.e2e.helpers import Tenant, eventually, set_plan
 from tests.unit.webhook.receiver import Receiver, running_receiver
 
@@ -132,10 +134,12 @@ def outbox_events(stack: Stack, tenant: Tenant, event_type: str) -> list[dict[st
 
 
 def test_every_path_past_its_deadline_is_announced_once(
-    stack: Stack, gateway: httpx.Client, tenant: Tenant
+    stack: Stack, gateway: httpx.Client, tenant: Tenant, receiver: Receiver
 ) -> None:
     """Issue 11, item 5: gRPC cancels a handler at the caller's deadline, the same instant the
-    compute pool gives up; whichever won, the failure must be announced, and only once."""
+    compute pool gives up; whichever won, the failure must be announced, and only once (to a
+    subscriber: events nobody subscribes to are not written, ADR 69)."""
+    subscribe(gateway, tenant, receiver)
     set_plan(stack, tenant, "enterprise")
     reply = gateway.post(
         "/v1/lattices",
@@ -184,3 +188,55 @@ def test_every_path_past_its_deadline_is_announced_once(
     assert {(event["lattice_id"], event["operation"], event["code"]) for event in failed} == {
         (lattice_id, "path", "DEADLINE_EXCEEDED")
     }
+
+
+def outbox_count(stack: Stack, tenant: Tenant) -> int:
+    with psycopg.connect(stack.env["DATABASE_ADMIN_URL"]) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM lattice_outbox WHERE tenant_id = %s", (tenant.tenant_id,)
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def subscribed(stack: Stack, tenant: Tenant) -> bytes | None:
+    client = redis.Redis.from_url(stack.env["REDIS_URL"])
+    try:
+        value = client.get(subscribed_key(tenant.tenant_id))
+    finally:
+        client.close()
+    return value if value is None or isinstance(value, bytes) else str(value).encode()
+
+
+def test_events_nobody_subscribes_to_are_not_written_until_someone_does(
+    stack: Stack, gateway: httpx.Client, tenant: Tenant, receiver: Receiver
+) -> None:
+    """ADR 69: the webhook service, finding no endpoint for a tenant's event, records that the
+    tenant subscribes to nothing; from then on the lattice service writes none of its events.
+    An endpoint created is acknowledged only once every replica will write them again: the
+    next path is delivered."""
+    path = [("start", 0), ("start", 0), ("end", 5), ("end", 5)]
+    reply = gateway.post(
+        "/v1/lattices",
+        json={"name": "unheard", "dimensions": 2, "size": 6, "constant": {"value": 1}},
+        headers=tenant.headers,
+    )
+    assert reply.status_code == 200, reply.text
+    lattice_id = reply.json()["id"]
+    # lattice.created went out (nothing was known yet); the webhook service found no taker.
+    deadline = time.monotonic() + 30
+    while subscribed(stack, tenant) != b"":
+        assert time.monotonic() < deadline, subscribed(stack, tenant)
+        time.sleep(0.05)
+    written = outbox_count(stack, tenant)
+    for _ in range(5):
+        reply = gateway.get(f"/v1/lattices/{lattice_id}/path", params=path, headers=tenant.headers)
+        assert reply.status_code == 200, reply.text
+    assert outbox_count(stack, tenant) == written
+
+    subscribe(gateway, tenant, receiver)
+    reply = gateway.get(f"/v1/lattices/{lattice_id}/path", params=path, headers=tenant.headers)
+    assert reply.status_code == 200, reply.text
+    (delivered,) = receiver.wait_for(HOOK, 1, timeout=30)
+    event = json.loads(delivered.body)
+    assert (event["type"], event["data"]["lattice_id"]) == ("path.computed", lattice_id)

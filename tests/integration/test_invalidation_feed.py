@@ -1,5 +1,5 @@
 """A replica's local caches against a real Redis: entries dropped the moment their key is
-written by anyone, fills that race a write not kept, and the feed failing closed (ADR 67).
+written by anyone, fills that race a write not kept, and the feed failing closed (ADR 68).
 
 Keys live in a Redis database of their own; tracking is server-wide, so writes elsewhere only
 ever drop entries (never keep a stale one).

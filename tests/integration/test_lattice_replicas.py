@@ -196,7 +196,7 @@ async def test_rest_and_the_second_replica_agree(
 async def test_each_replica_serves_the_new_version_right_after_the_other_wrote_it(
     stubs: tuple[Stub, Stub], auth: Metadata
 ) -> None:
-    """Both replicas keep lattices' metadata in their local caches (ADR 67): after a transform
+    """Both replicas keep lattices' metadata in their local caches (ADR 68): after a transform
     acknowledged by one, the other's very next GetLattice has the new version; after a delete,
     NOT_FOUND. No waiting in between, many times over, in both directions."""
     a, b = stubs

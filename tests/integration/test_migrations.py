@@ -74,7 +74,7 @@ def test_the_app_role_waits_for_the_schema_then_sees_it_current(
 
 def test_field_bytes_are_never_recompressed_by_the_server(fresh_database: str) -> None:
     # The service compresses a field when that halves it and stores it raw otherwise; pglz
-    # trying again cost ~90 ms of PostgreSQL's CPU per 4 MiB raw write (ADR 67).
+    # trying again cost ~90 ms of PostgreSQL's CPU per 4 MiB raw write (ADR 68).
     migrate(fresh_database, MIGRATIONS, out=io.StringIO())
     with psycopg.connect(fresh_database) as conn:
         row = conn.execute(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from loadtest.report import Result
-from loadtest.rest import peer_verdicts
+from loadtest.rest import path_verdicts, peer_verdicts
 
 
 def run(name: str, ok: int, latency_ms: float, total_s: float = 10.0, errors: int = 0) -> Result:
@@ -37,3 +37,19 @@ def test_a_peer_run_with_errors_is_no_yardstick() -> None:
     [verdict] = peer_verdicts(run("ours", 10_000, 30.0), run("peer", 9_000, 20.0, errors=3))
     assert not verdict[1]
     assert "3 of 9003 requests failed" in verdict[2]
+
+
+def test_the_path_targets_judge_the_overhead_and_the_cpu_outside_the_engine() -> None:
+    """Issue 18, target 2: p50 end to end minus the engine's p50, and the CPU of every process
+    but the engine's workers and the load generator."""
+    path = run("path", 100, 3.0)
+    path.engine_ms = [2.0] * 100
+    cpu_row = {"client": 0.4, "envoy": 0.3, "lattice": 1.0, "compute": 2.0, "postgres": 0.2}
+    (overhead, cpu) = path_verdicts(path, cpu_row)
+    assert overhead == ("path p50 overhead 1.00 ms <= 1.5 ms", True, "over by -0.50 ms")
+    assert cpu[:2] == ("path CPU outside the engine 1.50 ms <= 2 ms", True)
+    slow = run("path", 100, 6.0)
+    slow.engine_ms = [2.0] * 100
+    (overhead, cpu) = path_verdicts(slow, {**cpu_row, "webhook": 1.5})
+    assert not overhead[1] and overhead[2] == "over by 2.50 ms"
+    assert not cpu[1] and cpu[2] == "over by 1.00 ms"
