@@ -171,9 +171,10 @@ class EventLog:
         self._wake()
 
     async def standalone(self, tenant_id: str, event: OutboxEvent) -> None:
-        """Writes the event in a transaction of its own."""
-        await self._store.add_event(tenant_id, event)
-        self._wake()
+        """Writes the event in a transaction of its own (unless no webhook wants it: then the
+        relay has nothing to do either)."""
+        if await self._store.add_event(tenant_id, event):
+            self._wake()
 
     async def failure(
         self, tenant_id: str, operation: str, lattice_id: str, error: BaseException

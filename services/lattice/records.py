@@ -116,5 +116,6 @@ class LatticeStore(Protocol):
     ) -> list[LatticeRecord]:
         """Up to `limit` lattices newest first, starting strictly after `after`."""
 
-    async def add_event(self, tenant_id: str, event: OutboxEvent) -> None:
-        """Writes one event in a transaction of its own (for computations that change nothing)."""
+    async def add_event(self, tenant_id: str, event: OutboxEvent) -> bool:
+        """Writes one event in a transaction of its own (for computations that change nothing);
+        False when it was not written because no webhook wants it."""

@@ -306,8 +306,9 @@ class PostgresLatticeStore:
         )
         return [_lattice(row) for row in await self._statement(tenant_id, query, params)]
 
-    async def add_event(self, tenant_id: str, event: OutboxEvent) -> None:
+    async def add_event(self, tenant_id: str, event: OutboxEvent) -> bool:
         if not await wanted(self._subscriptions, tenant_id, event):
-            return
+            return False
         # One statement, atomic on its own: one round trip.
         await self._statement(tenant_id, INSERT_EVENT, event_params(tenant_id, event))
+        return True

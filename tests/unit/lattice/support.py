@@ -184,8 +184,9 @@ class FakeStore:
             mine = [r for r in mine if (r.created_at, r.id) < (after.created_at, after.id)]
         return mine[:limit]
 
-    async def add_event(self, tenant_id: str, event: OutboxEvent) -> None:
+    async def add_event(self, tenant_id: str, event: OutboxEvent) -> bool:
         self.outbox.append((tenant_id, event))
+        return True
 
     def event_types(self, tenant_id: str = TENANT) -> list[str]:
         return [event.type for owner, event in self.outbox if owner == tenant_id]
