@@ -25,6 +25,7 @@ True
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -79,6 +80,10 @@ class LocalCache(Generic[V]):
         # Fills in flight per key, and the keys invalidated while one was.
         self._filling: dict[str, int] = {}
         self._raced: set[str] = set()
+        # One lookup per key at a time: a burst of misses (an entry aged out under load) waits
+        # for the first one's answer instead of each asking Redis or PostgreSQL. Dropped at an
+        # invalidation, so that a lookup starting after a change never gets an older answer.
+        self._lookups: dict[str, asyncio.Future[V]] = {}
         self._hit = LOOKUPS.labels(name, "hit")
         self._miss = LOOKUPS.labels(name, "miss")
         self._bypass = LOOKUPS.labels(name, "bypass")
@@ -106,13 +111,35 @@ class LocalCache(Generic[V]):
         found = self.get(key)
         if found is not MISSING:
             return cast(V, found)
+        pending = self._lookups.get(key)
+        if pending is not None:
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if not pending.cancelled() or (current is not None and current.cancelling()):
+                    raise
+                # The first caller went away: this one looks up itself.
+        shared: asyncio.Future[V] = asyncio.get_running_loop().create_future()
+        # Retrieved here, so that a failure nobody else waited for is not reported as lost.
+        shared.add_done_callback(lambda done: done.cancelled() or done.exception())
+        self._lookups[key] = shared
         ticket = self.begin(key)
         fetched: object = MISSING
         try:
             value = await lookup()
             fetched = value
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                shared.cancel()
+            else:
+                shared.set_exception(exc)
+            raise
         finally:
+            if self._lookups.get(key) is shared:
+                del self._lookups[key]
             self.finish(ticket, fetched)
+        shared.set_result(value)
         return value
 
     def begin(self, key: str) -> Ticket:
@@ -143,6 +170,7 @@ class LocalCache(Generic[V]):
     def invalidate(self, key: str) -> None:
         """Redis reported `key` changed."""
         self._entries.pop(key, None)
+        self._lookups.pop(key, None)
         if key in self._filling:
             self._raced.add(key)
 
@@ -150,6 +178,7 @@ class LocalCache(Generic[V]):
         """Forgets everything, fills in flight included (the feed was lost or came back)."""
         self._entries.clear()
         self._raced.clear()
+        self._lookups.clear()
         self._epoch += 1
 
     def __len__(self) -> int:

@@ -3,6 +3,8 @@ tests/integration/test_invalidation_feed.py)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from services.common import local_cache
@@ -113,3 +115,62 @@ async def test_fetch_keeps_what_the_lookup_found_and_not_what_it_raised(feed: Fe
     assert cache.get("j") is MISSING
     fill(cache, "j", "later")  # the failed fill left no trace behind
     assert cache.get("j") == "later"
+
+
+async def test_concurrent_misses_share_one_lookup(feed: Feed) -> None:
+    cache = cache_of(feed)
+    release = asyncio.Event()
+    calls = []
+
+    async def lookup() -> str:
+        calls.append(1)
+        await release.wait()
+        return "found"
+
+    waiting = [asyncio.create_task(cache.fetch("k", lookup)) for _ in range(5)]
+    await asyncio.sleep(0)
+    release.set()
+    assert await asyncio.gather(*waiting) == ["found"] * 5
+    assert len(calls) == 1
+
+
+async def test_a_lookup_begun_after_a_change_never_joins_one_from_before(feed: Feed) -> None:
+    cache = cache_of(feed)
+    release_old = asyncio.Event()
+
+    async def old() -> str:
+        await release_old.wait()
+        return "old"
+
+    async def new() -> str:
+        return "new"
+
+    first = asyncio.create_task(cache.fetch("k", old))
+    await asyncio.sleep(0)
+    cache.invalidate("k")  # the write is acknowledged: later lookups must see it
+    assert await cache.fetch("k", new) == "new"
+    release_old.set()
+    assert await first == "old"
+    assert cache.get("k") is MISSING  # neither kept: both raced the change
+
+
+async def test_a_cancelled_first_lookup_leaves_the_others_to_look_up_themselves(
+    feed: Feed,
+) -> None:
+    cache = cache_of(feed)
+    never = asyncio.Event()
+
+    async def hangs() -> str:
+        await never.wait()
+        return "never"
+
+    async def answers() -> str:
+        return "found"
+
+    first = asyncio.create_task(cache.fetch("k", hangs))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(cache.fetch("k", answers))
+    await asyncio.sleep(0)
+    first.cancel()
+    assert await second == "found"
+    assert first.cancelled()
