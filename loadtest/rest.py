@@ -42,6 +42,10 @@ TARGET_PEER_RATIO = 1.0
 TARGET_PEER_P99_RATIO = 1.5
 TARGET_PATH_OVERHEAD_MS = 1.5
 TARGET_PATH_CPU_MS = 2.0
+# Target 3: an event nobody subscribes to (the paths' `path.computed`: the run's tenant has no
+# webhook) costs the webhook service at most this much CPU; with a subscriber, see
+# `loadtest webhooks --event-cost`.
+TARGET_UNSUBSCRIBED_EVENT_MS = 0.1
 PEER_START_TIMEOUT_S = 30.0
 
 STACK_ENV = {
@@ -301,6 +305,15 @@ def path_verdicts(path: Result, cpu_row: dict[str, float] | None) -> list[tuple[
         )
     ]
     if cpu_row:
+        webhook = cpu_row.get("webhook", 0.0)
+        checks.append(
+            (
+                f"webhook CPU per unsubscribed path event {webhook:.3f} ms"
+                f" <= {TARGET_UNSUBSCRIBED_EVENT_MS:g} ms",
+                webhook <= TARGET_UNSUBSCRIBED_EVENT_MS,
+                f"over by {webhook - TARGET_UNSUBSCRIBED_EVENT_MS:.3f} ms",
+            )
+        )
         outside = path_cpu_outside_engine_ms(cpu_row)
         checks.append(
             (

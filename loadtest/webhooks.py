@@ -160,7 +160,8 @@ async def receive(
     await answer_each(reader, writer, note)
 
 
-def register(gateway: httpx.Client, url: str) -> str:
+def register(gateway: httpx.Client, url: str | None) -> str:
+    """A new tenant, with an endpoint at `url` subscribed to everything (none without)."""
     unique = uuid.uuid4().hex[:12]
     email, password = f"bench-{unique}@example.com", f"bench passphrase {unique} staple"
     reply = gateway.post(
@@ -172,9 +173,48 @@ def register(gateway: httpx.Client, url: str) -> str:
     reply = gateway.post("/v1/auth/login", json={"email": email, "password": password})
     reply.raise_for_status()
     headers = {"authorization": f"Bearer {reply.json()['access_token']}"}
-    reply = gateway.post("/v1/webhooks", json={"url": url, "event_types": ["*"]}, headers=headers)
-    reply.raise_for_status()
+    if url is not None:
+        reply = gateway.post(
+            "/v1/webhooks", json={"url": url, "event_types": ["*"]}, headers=headers
+        )
+        reply.raise_for_status()
     return tenant_id
+
+
+def event_requests(tenant_id: str, events: int) -> list[pb.PublishEventRequest]:
+    requests = []
+    for sequence in range(events):
+        data = struct_pb2.Struct()
+        data.update({"lattice_id": f"l-{sequence}", "sequence": sequence})
+        requests.append(
+            pb.PublishEventRequest(
+                event_id=f"evt_{uuid.uuid4().hex}",
+                tenant_id=tenant_id,
+                event_type="lattice.created",
+                data=data,
+            )
+        )
+    return requests
+
+
+async def publish(
+    stack: Stack,
+    channel: grpc.aio.Channel,
+    requests: list[pb.PublishEventRequest],
+    publishers: int,
+    published: dict[str, float],
+) -> None:
+    """PublishEvent for each request, `publishers` calls in flight; when each began."""
+    metadata = (("x-internal-token", stack.env["INTERNAL_TOKEN"]),)
+    stub = pb_grpc.WebhookServiceStub(channel)
+    queue: Iterator[pb.PublishEventRequest] = iter(requests)
+
+    async def publisher() -> None:
+        for request in queue:
+            published[request.event_id] = time.monotonic()
+            await stub.PublishEvent(request, metadata=metadata, timeout=30)
+
+    await asyncio.gather(*(publisher() for _ in range(publishers)))
 
 
 @dataclass
@@ -197,31 +237,10 @@ async def drive(stack: Stack, gateway_url: str, events: int, publishers: int, wa
     port = server.sockets[0].getsockname()[1]
     with httpx.Client(base_url=gateway_url, timeout=10, trust_env=False) as gateway:
         tenant_id = await asyncio.to_thread(register, gateway, f"http://127.0.0.1:{port}{PATH}")
-    metadata = (("x-internal-token", stack.env["INTERNAL_TOKEN"]),)
     published: dict[str, float] = {}
-    requests = []
-    for sequence in range(events):
-        data = struct_pb2.Struct()
-        data.update({"lattice_id": f"l-{sequence}", "sequence": sequence})
-        requests.append(
-            pb.PublishEventRequest(
-                event_id=f"evt_{uuid.uuid4().hex}",
-                tenant_id=tenant_id,
-                event_type="lattice.created",
-                data=data,
-            )
-        )
-    queue: Iterator[pb.PublishEventRequest] = iter(requests)
     async with server, grpc.aio.insecure_channel(stack.addr("webhook")) as channel:
-        stub = pb_grpc.WebhookServiceStub(channel)
-
-        async def publisher() -> None:
-            for request in queue:
-                published[request.event_id] = time.monotonic()
-                await stub.PublishEvent(request, metadata=metadata, timeout=30)
-
         started = time.monotonic()
-        await asyncio.gather(*(publisher() for _ in range(publishers)))
+        await publish(stack, channel, event_requests(tenant_id, events), publishers, published)
         publish_s = time.monotonic() - started
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(arrivals.all_in.wait(), started + wait_s - time.monotonic())
@@ -233,9 +252,8 @@ async def drive(stack: Stack, gateway_url: str, events: int, publishers: int, wa
     return Run(published, arrivals, started, publish_s)
 
 
-def run(
-    events: int, concurrency: int, pool_max: int, publishers: int, timeout: float, target: float
-) -> int:
+def make_stack(concurrency: int, pool_max: int) -> tuple[Stack, Path]:
+    """A throw-away stack for webhook load (not started) and its run directory."""
     run_dir = Path(tempfile.mkdtemp(prefix="catalytic-loadtest-"))
     run_dir.chmod(0o755)  # the unprivileged PostgreSQL user must enter it when run as root
     stack = Stack(
@@ -254,6 +272,13 @@ def run(
         },
         log=lambda line: print(f"[stack] {line}", file=sys.stderr, flush=True),
     )
+    return stack, run_dir
+
+
+def run(
+    events: int, concurrency: int, pool_max: int, publishers: int, timeout: float, target: float
+) -> int:
+    stack, run_dir = make_stack(concurrency, pool_max)
     stack.start()
     ok = False
     try:
@@ -309,6 +334,54 @@ def run(
     return 0 if ok else 1
 
 
+# Issue 18, target 3: the webhook service's CPU for one event before any HTTP send.
+TARGET_SUBSCRIBED_MS = 1.0
+
+
+async def measure_event_cost(stack: Stack, events: int, publishers: int) -> dict[str, float]:
+    """Webhook CPU ms per PublishEvent: to a tenant with an endpoint (queued, never sent: the
+    stack has no worker) and to one without."""
+    with httpx.Client(base_url=stack.gateway_url, timeout=10, trust_env=False) as gateway:
+        # Port 9 (discard): never contacted, the worker is off.
+        subscribed = await asyncio.to_thread(register, gateway, "http://127.0.0.1:9/hook")
+        unsubscribed = await asyncio.to_thread(register, gateway, None)
+    pid = stack.services.children["webhook"].pid or 0
+    costs: dict[str, float] = {}
+    async with grpc.aio.insecure_channel(stack.addr("webhook")) as channel:
+        # A warm-up of each kind: connections, prepared statements, the subscription record.
+        for tenant in (subscribed, unsubscribed):
+            await publish(stack, channel, event_requests(tenant, publishers), publishers, {})
+        for name, tenant in (("subscribed", subscribed), ("unsubscribed", unsubscribed)):
+            before = cpu_seconds(pid)
+            await publish(stack, channel, event_requests(tenant, events), publishers, {})
+            costs[name] = (cpu_seconds(pid) - before) / events * 1000
+    return costs
+
+
+def event_cost(events: int, publishers: int) -> int:
+    """`--event-cost`: prints the webhook service's CPU per event before any send."""
+    stack, run_dir = make_stack(0, publishers // 2 + 8)
+    stack.start()
+    try:
+        print(f"machine: {machine()}; load average before {load_average()} (1, 5, 15 min)")
+        costs = asyncio.run(measure_event_cost(stack, events, publishers))
+    finally:
+        stack.stop()
+        shutil.rmtree(run_dir, ignore_errors=True)
+    ok = costs["subscribed"] <= TARGET_SUBSCRIBED_MS
+    print(f"{events} PublishEvent calls of each kind, {publishers} in flight, no delivery worker")
+    print(
+        f"webhook CPU ms per event with a subscriber, before the send: {costs['subscribed']:.3f}"
+        f" (target <= {TARGET_SUBSCRIBED_MS:g}: {'PASS' if ok else 'FAIL'})"
+    )
+    print(
+        f"webhook CPU ms per event that reaches it with no subscriber: {costs['unsubscribed']:.3f}"
+        " (the lattice service sends none once the webhook service has recorded the tenant's"
+        " subscriptions: ADR 69; `loadtest rest` judges that)"
+    )
+    return 0 if ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtest webhooks", description=__doc__)
     parser.add_argument("--events", type=int, default=5000, help="events to publish (5000)")
@@ -321,7 +394,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait (90)")
     parser.add_argument("--target", type=float, default=500.0, help="deliveries/s (500)")
+    parser.add_argument(
+        "--event-cost",
+        action="store_true",
+        help="instead: the webhook service's CPU per event before any send (no worker)",
+    )
     args = parser.parse_args(argv)
+    if args.event_cost:
+        return event_cost(args.events, args.publishers)
     pool_max = args.pool_max or args.concurrency // 2 + 8
     return run(args.events, args.concurrency, pool_max, args.publishers, args.timeout, args.target)
 

@@ -20,7 +20,8 @@ than an event too many.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 
 import redis.asyncio as aioredis
 
@@ -35,6 +36,10 @@ ALL = b"*"
 TTL_S = 300
 DEFAULT_TIMEOUT_S = 1.0
 UNAVAILABLE = "webhook subscriptions cannot be recorded now; retry shortly"
+# A tenant's types are recorded at most this often by one replica: events that still arrive
+# meanwhile were sent before every writer saw the record (or by a writer without the feed).
+RECORD_INTERVAL_S = 10.0
+RECORDED_MAX_ENTRIES = 10_000
 
 
 def subscribed_key(tenant_id: str) -> str:
@@ -60,6 +65,8 @@ class SubscriptionNotices:
     def __init__(self, redis: aioredis.Redis, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self._redis = redis
         self._calls = RedisCalls(redis, timeout_s)
+        # When each tenant's types were last recorded here (insertion order: oldest first).
+        self._recorded: dict[str, float] = {}
 
     async def widen(self, tenant_id: str) -> None:
         """Inside a transaction that may add a subscription: Unavailable (a rollback) when
@@ -68,6 +75,21 @@ class SubscriptionNotices:
             await self._calls(self._redis.set(subscribed_key(tenant_id), ALL, ex=TTL_S))
         except REDIS_FAILURES as exc:
             raise Unavailable(UNAVAILABLE, retry_after_s=1.0) from exc
+
+    async def record_unwanted(
+        self, tenant_id: str, subscribed_types: Callable[[str], Awaitable[Iterable[str]]]
+    ) -> None:
+        """An event of the tenant's found no endpoint: records `subscribed_types(tenant_id)`
+        (see record()), unless this replica did so in the last RECORD_INTERVAL_S."""
+        now = time.monotonic()
+        last = self._recorded.get(tenant_id)
+        if last is not None and now - last < RECORD_INTERVAL_S:
+            return
+        self._recorded.pop(tenant_id, None)
+        while len(self._recorded) >= RECORDED_MAX_ENTRIES:
+            del self._recorded[next(iter(self._recorded))]
+        self._recorded[tenant_id] = now
+        await self.record(tenant_id, await subscribed_types(tenant_id))
 
     async def record(self, tenant_id: str, event_types: Iterable[str]) -> None:
         """Sets the tenant's types only if the key is absent: a change that widened it since

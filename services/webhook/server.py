@@ -142,11 +142,9 @@ async def create_server(
             # change widened it meanwhile), so that the lattice service stops writing them.
             # Best effort: the event itself was handled.
             try:
-                subscribed = await webhook_store.subscribed_types(tenant_id)
+                await notices.record_unwanted(tenant_id, webhook_store.subscribed_types)
             except DomainError as exc:
                 logger.debug("subscriptions of %s not recorded: %s", tenant_id, exc)
-                return
-            await notices.record(tenant_id, subscribed)
 
         endpoints = Endpoints(
             webhook_store,

@@ -45,11 +45,13 @@ def test_the_path_targets_judge_the_overhead_and_the_cpu_outside_the_engine() ->
     path = run("path", 100, 3.0)
     path.engine_ms = [2.0] * 100
     cpu_row = {"client": 0.4, "envoy": 0.3, "lattice": 1.0, "compute": 2.0, "postgres": 0.2}
-    (overhead, cpu) = path_verdicts(path, cpu_row)
+    (overhead, webhook, cpu) = path_verdicts(path, cpu_row)
     assert overhead == ("path p50 overhead 1.00 ms <= 1.5 ms", True, "over by -0.50 ms")
+    assert webhook[:2] == ("webhook CPU per unsubscribed path event 0.000 ms <= 0.1 ms", True)
     assert cpu[:2] == ("path CPU outside the engine 1.50 ms <= 2 ms", True)
     slow = run("path", 100, 6.0)
     slow.engine_ms = [2.0] * 100
-    (overhead, cpu) = path_verdicts(slow, {**cpu_row, "webhook": 1.5})
+    (overhead, webhook, cpu) = path_verdicts(slow, {**cpu_row, "webhook": 1.5})
     assert overhead[1:] == (False, "over by 2.50 ms")
+    assert webhook[1:] == (False, "over by 1.400 ms")
     assert cpu[1:] == (False, "over by 1.00 ms")
