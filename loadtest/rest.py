@@ -46,6 +46,11 @@ TARGET_PATH_CPU_MS = 2.0
 # webhook) costs the webhook service at most this much CPU; with a subscriber, see
 # `loadtest webhooks --event-cost`.
 TARGET_UNSUBSCRIBED_EVENT_MS = 0.1
+# Target 4: a FIELD path through REST (end-to-end p50) at most half the time of scipy's
+# Dijkstra query on the same lattice, corner to corner, timed in the driver after the stack
+# has stopped (median of SCIPY_REPEATS).
+TARGET_SCIPY_RATIO = 0.5
+SCIPY_REPEATS = 5
 PEER_START_TIMEOUT_S = 30.0
 
 STACK_ENV = {
@@ -181,15 +186,16 @@ def path_query(size: int) -> str:
     return f"start=0&start=0&start=0&end={n}&end={n}&end={n}"  # opposite corners
 
 
-def create_path_lattice(client: httpx.Client, token: str, size: int) -> str:
-    """A size^3 lattice, 20% blocked, whose opposite corners are open and connected: seeds are
-    tried in order (at most 10) and a probe FindPath must answer 200."""
+def create_path_lattice(client: httpx.Client, token: str, size: int) -> tuple[str, int]:
+    """A size^3 lattice, 20% blocked, whose opposite corners are open and connected, and the
+    seed of its fill: seeds are tried in order (at most 10) and a probe FindPath must answer
+    200."""
     auth = {"authorization": f"Bearer {token}"}
     for seed in range(1, 11):
         lattice_id = create_lattice(client, token, size, 0.2, seed=seed)
         reply = client.get(f"/v1/lattices/{lattice_id}/path?{path_query(size)}", headers=auth)
         if reply.status_code == 200:
-            return lattice_id
+            return lattice_id, seed
         client.delete(f"/v1/lattices/{lattice_id}", headers=auth)
     raise RuntimeError(f"no seed in 1..10 gave a connected corner-to-corner path: {reply.text}")
 
@@ -325,12 +331,43 @@ def path_verdicts(path: Result, cpu_row: dict[str, float] | None) -> list[tuple[
     return checks
 
 
+def scipy_field_query_ms(size: int, seed: int) -> float:
+    """scipy's Dijkstra from corner to corner on the path lattice (the same fill as the
+    service's), median wall ms; the graph is built once, outside the timing (bench/methods.py).
+    """
+    from bench.lattice import make_lattice
+    from bench.methods import METHODS
+
+    lattice = make_lattice(3, size, pairs=0, seed=seed)
+    method = METHODS["field/scipy"]
+    graph = method.build(lattice) if method.build is not None else None
+    last = lattice.grid.vertex_count - 1
+    times = []
+    for _ in range(SCIPY_REPEATS):
+        started = time.perf_counter()
+        method.query(graph, lattice, 0, last)
+        times.append((time.perf_counter() - started) * 1000)
+    return sorted(times)[len(times) // 2]
+
+
+def scipy_verdict(field_path: Result, scipy_ms: float) -> tuple[str, bool, str]:
+    ratio = field_path.percentile_ns(50) / 1e6 / scipy_ms
+    return (
+        f"FIELD path p50 {ratio:.2f}x scipy's Dijkstra query ({scipy_ms:.1f} ms)"
+        f" <= {TARGET_SCIPY_RATIO:g}x",
+        ratio <= TARGET_SCIPY_RATIO,
+        f"over by {ratio - TARGET_SCIPY_RATIO:.2f}x",
+    )
+
+
 def verdicts(
     get: Result,
     ceiling: Result,
     path: Result | None,
     peer: Result | None = None,
     path_cpu: dict[str, float] | None = None,
+    field_path: Result | None = None,
+    scipy_ms: float | None = None,
 ) -> list[str]:
     out = []
     checks = [
@@ -341,6 +378,8 @@ def verdicts(
         checks += peer_verdicts(get, peer)
     if path is not None and path.engine_ms:
         checks += path_verdicts(path, path_cpu)
+    if field_path is not None and field_path.count and scipy_ms:
+        checks.append(scipy_verdict(field_path, scipy_ms))
     for text, ok, miss in checks:
         out.append(f"{text}: PASS" if ok else f"{text}: FAIL ({miss})")
     return out
@@ -466,8 +505,9 @@ def main(argv: list[str] | None = None) -> int:
         with httpx.Client(base_url=url, timeout=120, trust_env=False) as client:
             token = register_and_login(client)
             ids = {"get": create_lattice(client, token, 10, 0.0)}
+            path_seed = 0
             if not args.no_path:
-                ids["path"] = create_path_lattice(client, token, args.path_size)
+                ids["path"], path_seed = create_path_lattice(client, token, args.path_size)
         if args.pg_stats:
             # After the set-up: the figures are those of the measured scenarios.
             pgstats.enable(stack.database_admin_url)
@@ -524,7 +564,11 @@ def main(argv: list[str] | None = None) -> int:
             )
     print()
     path_cpu = cpu_rows.get(path.name) if path is not None else None
-    for line in verdicts(get, ceiling, path, peer, path_cpu):
+    field_path = paths[1] if len(paths) > 1 else None
+    scipy_ms = scipy_field_query_ms(args.path_size, path_seed) if field_path else None
+    if scipy_ms is not None:
+        print(f"scipy dijkstra on the same lattice, corner to corner: {scipy_ms:.1f} ms (median)")
+    for line in verdicts(get, ceiling, path, peer, path_cpu, field_path, scipy_ms):
         print(line)
     print(f"\nreports: {args.out}/")
     return 0

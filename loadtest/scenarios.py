@@ -277,7 +277,7 @@ def flood_tenant(stack: Stack) -> tuple[str, str, str]:
             capture_output=True,
             timeout=60,
         )
-        path_lattice = rest.create_path_lattice(client, token, FLOOD_SIZE)
+        path_lattice, _ = rest.create_path_lattice(client, token, FLOOD_SIZE)
         transform_lattice = rest.create_lattice(client, token, FLOOD_SIZE, 0.2)
     return token, path_lattice, transform_lattice
 

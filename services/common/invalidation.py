@@ -223,10 +223,12 @@ class InvalidationFeed:
             if self._settings.get("password") is not None:
                 hello += ["AUTH", self._settings.get("username") or "default"]
                 hello.append(self._settings["password"])
-            await self._request(sock, encode(*hello))
-            await self._request(sock, encode("CLIENT", "SETNAME", f"{self._service}-invalidation"))
+            await self._request(sock, "HELLO", encode(*hello))
+            name = f"{self._service}-invalidation"
+            await self._request(sock, "CLIENT SETNAME", encode("CLIENT", "SETNAME", name))
             prefixes = [part for prefix, _ in self._caches for part in ("PREFIX", prefix)]
-            await self._request(sock, encode("CLIENT", "TRACKING", "ON", "BCAST", *prefixes))
+            tracking = encode("CLIENT", "TRACKING", "ON", "BCAST", *prefixes)
+            await self._request(sock, "CLIENT TRACKING", tracking)
         # From here on the socket is read by drain(): on readiness, and before every lookup.
         self._reset_all()
         self._last_pong = time.monotonic()
@@ -236,9 +238,9 @@ class InvalidationFeed:
         loop.add_reader(sock.fileno(), self.drain)
         logger.info("invalidation feed live: %s", ", ".join(p for p, _ in self._caches))
 
-    async def _request(self, sock: socket.socket, command: bytes) -> object:
+    async def _request(self, sock: socket.socket, name: str, command: bytes) -> object:
         """Sends a handshake command and waits for its one reply (no push can come before
-        tracking is on)."""
+        tracking is on). Errors name the command by `name` only: HELLO carries the password."""
         loop = asyncio.get_running_loop()
         await loop.sock_sendall(sock, command)
         while True:
@@ -249,7 +251,7 @@ class InvalidationFeed:
             if messages:
                 reply = messages[0]
                 if isinstance(reply, ErrorReply):
-                    raise ConnectionError(f"Redis refused {command[:40]!r}: {reply.message}")
+                    raise ConnectionError(f"Redis refused {name}: {reply.message}")
                 return reply
 
     async def _heartbeat(self) -> None:

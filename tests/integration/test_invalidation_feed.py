@@ -187,3 +187,22 @@ async def test_a_revocation_holds_from_the_very_next_check(url: str, redis: aior
         await checker.aclose()
         await revoker.aclose()
         await feed.aclose()
+
+
+async def test_a_refused_handshake_leaves_the_feed_off_and_never_logs_the_password(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    scheme, _, rest = url.partition("://")
+    # No such user: refused whether or not the server has a password.
+    wrong = f"{scheme}://nobody-4f1c:not-the-password-4f1c@{rest}"
+    feed = InvalidationFeed(wrong, service="invalidation-feed-test", heartbeat_s=0.2)
+    cache = feed.cache("test", PREFIX, max_entries=10, max_age_s=30)
+    with caplog.at_level("DEBUG", logger="catalytic.invalidation"):
+        await feed.start(wait_s=0.5)
+        try:
+            assert not feed.live
+            assert cache.get(key()) is MISSING
+        finally:
+            await feed.aclose()
+    assert "refused HELLO" in caplog.text
+    assert "not-the-password-4f1c" not in caplog.text

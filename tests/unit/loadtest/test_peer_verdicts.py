@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from loadtest.report import Result
-from loadtest.rest import path_verdicts, peer_verdicts
+from loadtest.rest import path_verdicts, peer_verdicts, scipy_verdict
 
 
 def run(name: str, ok: int, latency_ms: float, total_s: float = 10.0, errors: int = 0) -> Result:
@@ -55,3 +55,13 @@ def test_the_path_targets_judge_the_overhead_and_the_cpu_outside_the_engine() ->
     assert overhead[1:] == (False, "over by 2.50 ms")
     assert webhook[1:] == (False, "over by 1.400 ms")
     assert cpu[1:] == (False, "over by 1.00 ms")
+
+
+def test_the_field_path_is_judged_against_scipy() -> None:
+    """Issue 18, target 4: the FIELD path's p50 through REST at most half of scipy's query."""
+    assert scipy_verdict(run("path-field", 50, 40.0), 100.0) == (
+        "FIELD path p50 0.40x scipy's Dijkstra query (100.0 ms) <= 0.5x",
+        True,
+        "over by -0.10x",
+    )
+    assert scipy_verdict(run("path-field", 50, 72.0), 100.0)[1:] == (False, "over by 0.22x")
