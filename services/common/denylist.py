@@ -32,7 +32,7 @@ from prometheus_client import Counter
 from services.common.access_tokens import DEFAULT_LEEWAY_S
 from services.common.cache import REDIS_FAILURES, RedisCalls, service_of
 from services.common.errors import DomainError, Unavailable
-from services.common.local_cache import LocalCache
+from services.common.local_cache import LocalCache, through
 from services.common.revocations import Revocations
 
 logger = logging.getLogger("catalytic.denylist")
@@ -158,9 +158,7 @@ class Denylist:
             await asyncio.gather(task, return_exceptions=True)
 
     async def _listed(self, key: str) -> bool:
-        if self._local is None:
-            return await self._listed_in_redis(key)
-        return await self._local.fetch(key, lambda: self._listed_in_redis(key))
+        return await through(self._local, key, lambda: self._listed_in_redis(key))
 
     async def _listed_in_redis(self, key: str) -> bool:
         state = await self._call(self._check(keys=[LOADED_KEY, key]))

@@ -58,6 +58,12 @@ class Feed(Protocol):
         """Applies every invalidation already received, before the caller reads."""
 
 
+async def through(cache: LocalCache[V] | None, key: str, lookup: Callable[[], Awaitable[V]]) -> V:
+    """`cache.fetch(key, lookup)`, or `lookup()` itself when the service runs without the
+    cache (LOCAL_CACHES=false, or no Redis feed in a unit test)."""
+    return await lookup() if cache is None else await cache.fetch(key, lookup)
+
+
 @dataclass(frozen=True, slots=True)
 class Ticket:
     """A fill in progress: the key and the reset epoch it began in."""

@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from services.common.cache import REDIS_FAILURES, RedisCalls
 from services.common.db import Database
 from services.common.errors import Unavailable
-from services.common.local_cache import LocalCache
+from services.common.local_cache import LocalCache, through
 
 KEY = "membership:{}:{}"
 # What the cache holds for "not a member".
@@ -57,9 +57,7 @@ class MembershipRoles:
     async def role(self, tenant_id: str, user_id: str) -> str | None:
         """The user's role in the tenant, or None when the user is no member of it."""
         key = KEY.format(tenant_id, user_id)
-        if self._local is None:
-            return await self._read(key, tenant_id, user_id)
-        return await self._local.fetch(key, lambda: self._read(key, tenant_id, user_id))
+        return await through(self._local, key, lambda: self._read(key, tenant_id, user_id))
 
     async def _read(self, key: str, tenant_id: str, user_id: str) -> str | None:
         cached = await self._call(self._redis.get(key))

@@ -27,7 +27,7 @@ import redis.asyncio as aioredis
 
 from services.common.cache import REDIS_FAILURES, RedisCalls
 from services.common.errors import Unavailable
-from services.common.local_cache import LocalCache
+from services.common.local_cache import LocalCache, through
 
 logger = logging.getLogger("catalytic.subscriptions")
 
@@ -119,10 +119,7 @@ class Subscriptions:
     async def wants(self, tenant_id: str, event_type: str) -> bool:
         key = subscribed_key(tenant_id)
         try:
-            if self._local is None:
-                value = await self._read(key)
-            else:
-                value = await self._local.fetch(key, lambda: self._read(key))
+            value = await through(self._local, key, lambda: self._read(key))
         except REDIS_FAILURES:
             return True
         return wanted(value, event_type)
