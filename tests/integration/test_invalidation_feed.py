@@ -84,6 +84,14 @@ async def read(redis: aioredis.Redis, name: str) -> str:
     return value.decode() if value is not None else "-"
 
 
+async def cached_entry(redis: aioredis.Redis, cache: LocalCache[str]) -> str:
+    """A new key written with "v" and looked up through `cache`, which keeps it."""
+    name = key()
+    await redis.set(name, b"v")
+    assert await cache.fetch(name, lambda: read(redis, name)) == "v"
+    return name
+
+
 async def test_a_fill_that_races_a_write_is_not_kept(
     redis: aioredis.Redis, feed: tuple[InvalidationFeed, LocalCache[str]]
 ) -> None:
@@ -106,9 +114,7 @@ async def test_a_flush_empties_the_cache(
     redis: aioredis.Redis, feed: tuple[InvalidationFeed, LocalCache[str]]
 ) -> None:
     _, cache = feed
-    name = key()
-    await redis.set(name, b"v")
-    await cache.fetch(name, lambda: read(redis, name))
+    name = await cached_entry(redis, cache)
     assert len(cache) == 1
     await redis.flushdb()
     assert cache.get(name) is MISSING
@@ -119,9 +125,7 @@ async def test_a_lost_connection_turns_the_cache_off_until_the_feed_is_back(
     redis: aioredis.Redis, feed: tuple[InvalidationFeed, LocalCache[str]]
 ) -> None:
     live_feed, cache = feed
-    name = key()
-    await redis.set(name, b"v")
-    await cache.fetch(name, lambda: read(redis, name))
+    name = await cached_entry(redis, cache)
     killed = await redis.execute_command(
         "CLIENT", "KILL", "USER", "default", "SKIPME", "yes", "LADDR", await laddr(redis)
     )
@@ -152,9 +156,7 @@ async def test_an_unanswered_heartbeat_turns_the_cache_off(
 ) -> None:
     """A Redis that stops answering (paused, partitioned) without closing the connection."""
     live_feed, cache = feed
-    name = key()
-    await redis.set(name, b"v")
-    await cache.fetch(name, lambda: read(redis, name))
+    name = await cached_entry(redis, cache)
     await redis.execute_command("CLIENT", "PAUSE", "1500", "ALL")
     try:
         await eventually(lambda: live(live_feed), lambda up: not up, within=3)
