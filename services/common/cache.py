@@ -13,7 +13,7 @@ from prometheus_client import Counter, Histogram
 from redis.exceptions import RedisError
 
 from services.common.config import redact_url
-from services.common.errors import DependencyUnavailableError
+from services.common.errors import DependencyUnavailableError, Unavailable
 
 # What a Redis call raises when Redis cannot answer: redis-py's errors (connection, timeout,
 # error replies), the socket's, and our own timeout.
@@ -112,3 +112,12 @@ class RedisCalls:
             raise
         finally:
             self._seconds.observe(time.perf_counter() - started)
+
+    async def or_unavailable(
+        self, command: Awaitable[_T], message: str, retry_after_s: float | None = None
+    ) -> _T:
+        """The call, failing closed: Unavailable(`message`) when Redis cannot answer."""
+        try:
+            return await self(command)
+        except REDIS_FAILURES as exc:
+            raise Unavailable(message, retry_after_s=retry_after_s) from exc

@@ -254,8 +254,5 @@ class Denylist:
         return True
 
     async def _call(self, command: Awaitable[_T]) -> _T:
-        try:
-            return await self._calls(command)
-        except REDIS_FAILURES as exc:
-            # Fail closed: a revoked credential must never pass because Redis is down.
-            raise Unavailable(UNAVAILABLE) from exc
+        # Fail closed: a revoked credential must never pass because Redis is down.
+        return await self._calls.or_unavailable(command, UNAVAILABLE)

@@ -19,9 +19,8 @@ from typing import TypeVar
 
 import redis.asyncio as aioredis
 
-from services.common.cache import REDIS_FAILURES, RedisCalls
+from services.common.cache import RedisCalls
 from services.common.db import Database
-from services.common.errors import Unavailable
 from services.common.local_cache import LocalCache, through
 
 KEY = "membership:{}:{}"
@@ -72,10 +71,7 @@ class MembershipRoles:
         return found
 
     async def _call(self, command: Awaitable[_T]) -> _T:
-        try:
-            return await self._calls(command)
-        except REDIS_FAILURES as exc:
-            raise Unavailable(UNAVAILABLE, retry_after_s=1.0) from exc
+        return await self._calls.or_unavailable(command, UNAVAILABLE, retry_after_s=1.0)
 
 
 class MembershipCache:
@@ -104,7 +100,4 @@ class MembershipCache:
         await self._call(self._redis.set(KEY.format(tenant_id, user_id), value, ex=self._ttl_s))
 
     async def _call(self, command: Awaitable[_T]) -> _T:
-        try:
-            return await self._calls(command)
-        except REDIS_FAILURES as exc:
-            raise Unavailable(UNAVAILABLE, retry_after_s=1.0) from exc
+        return await self._calls.or_unavailable(command, UNAVAILABLE, retry_after_s=1.0)

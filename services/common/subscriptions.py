@@ -26,7 +26,6 @@ from collections.abc import Awaitable, Callable, Iterable
 import redis.asyncio as aioredis
 
 from services.common.cache import REDIS_FAILURES, RedisCalls
-from services.common.errors import Unavailable
 from services.common.local_cache import LocalCache, through
 
 logger = logging.getLogger("catalytic.subscriptions")
@@ -71,10 +70,9 @@ class SubscriptionNotices:
     async def widen(self, tenant_id: str) -> None:
         """Inside a transaction that may add a subscription: Unavailable (a rollback) when
         Redis cannot take it, so that no replica goes on skipping the tenant's events."""
-        try:
-            await self._calls(self._redis.set(subscribed_key(tenant_id), ALL, ex=TTL_S))
-        except REDIS_FAILURES as exc:
-            raise Unavailable(UNAVAILABLE, retry_after_s=1.0) from exc
+        await self._calls.or_unavailable(
+            self._redis.set(subscribed_key(tenant_id), ALL, ex=TTL_S), UNAVAILABLE, 1.0
+        )
 
     async def record_unwanted(
         self, tenant_id: str, subscribed_types: Callable[[str], Awaitable[Iterable[str]]]
