@@ -51,6 +51,8 @@ TARGET_UNSUBSCRIBED_EVENT_MS = 0.1
 # has stopped (median of SCIPY_REPEATS).
 TARGET_SCIPY_RATIO = 0.5
 SCIPY_REPEATS = 5
+# The GET scenario's lattice (10^3, nothing blocked), also the serial floor's small path.
+FLOOR_LATTICE_SIZE = 10
 PEER_START_TIMEOUT_S = 30.0
 
 STACK_ENV = {
@@ -399,6 +401,39 @@ async def measured(cpu_rows: dict[str, dict[str, float]], scenario: Awaitable[Re
 
 
 PEER_SCENARIO = "peer FastAPI GET /v1/lattices/{id}"
+# Requests per step of the serial floor (one connection, back to back).
+FLOOR_REQUESTS = 500
+
+
+async def serial_floor(
+    url: str, token: str, lattice_id: str, size: int, requests: int = FLOOR_REQUESTS
+) -> list[str]:
+    """What one request costs on this machine before any of our work, one connection, p50:
+    Envoy answering alone (/healthz), a no-op RPC through Envoy (the JWKS), the GET, and a path
+    corner to corner on the small `size`^3 lattice `lattice_id` (the engine's part all but
+    nothing: its overhead is a path's fixed cost). The path target's 1.5 ms sits above these;
+    where the no-op round trip alone comes near it, the machine's wake-ups rather than the
+    mesh's work decide that verdict (docs/performance.md). A step with failures says so."""
+    corner = size - 1
+    query = "&".join(["start=0"] * 3 + [f"end={corner}"] * 3)
+    steps = (
+        ("Envoy alone (/healthz)", "/healthz", None, None),
+        ("a no-op RPC through Envoy (JWKS)", "/.well-known/jwks.json", None, None),
+        ("the authenticated GET", f"/v1/lattices/{lattice_id}", token, None),
+        (f"a path on {size}^3", f"/v1/lattices/{lattice_id}/path?{query}", token, "elapsed_ms"),
+    )
+    parts = []
+    for label, path, auth, engine_field in steps:
+        r = await drive(label, url, path, auth, 1, 30.0, engine_field, requests)
+        text = f"{label} {ms(r.percentile_ns(50))} ms"
+        if r.engine_ms:
+            engine = sorted(r.engine_ms)[len(r.engine_ms) // 2]
+            text += f" (engine {engine:.2f} ms, overhead {path_overhead_ms(r):.2f} ms)"
+        if r.error_count:
+            failure = r.first_failure or dict(r.errors)
+            text += f" [{r.error_count} of {r.count} failed: {failure}]"
+        parts.append(text)
+    return parts
 
 
 async def run_all(
@@ -408,7 +443,9 @@ async def run_all(
     ids: dict[str, str],
     cpu_rows: dict[str, Any],
     peer_url: str = "",
+    floor: list[str] | None = None,
 ) -> list[Result]:
+    """The scenarios' results; with `floor`, the serial floor's lines are put in it."""
     results = []
     # Warm-up: connections, Envoy's JWT cache, the services' plan cache.
     await drive("warmup", url, f"/v1/lattices/{ids['get']}", token, args.connections, 1.0)
@@ -470,6 +507,8 @@ async def run_all(
                     ),
                 )
             )
+    if floor is not None:
+        floor += await serial_floor(url, token, ids["get"], FLOOR_LATTICE_SIZE)
     return results
 
 
@@ -504,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
         url = stack.gateway_url
         with httpx.Client(base_url=url, timeout=120, trust_env=False) as client:
             token = register_and_login(client)
-            ids = {"get": create_lattice(client, token, 10, 0.0)}
+            ids = {"get": create_lattice(client, token, FLOOR_LATTICE_SIZE, 0.0)}
             path_seed = 0
             if not args.no_path:
                 ids["path"], path_seed = create_path_lattice(client, token, args.path_size)
@@ -519,7 +558,8 @@ def main(argv: list[str] | None = None) -> int:
                 if args.no_peer
                 else resources.enter_context(running_peer(stack, token, ids["get"]))
             )
-            results = asyncio.run(run_all(args, url, token, ids, cpu_rows, peer_url))
+            floor: list[str] = []
+            results = asyncio.run(run_all(args, url, token, ids, cpu_rows, peer_url, floor))
         statements = pgstats.read(stack.database_admin_url) if args.pg_stats else []
     get, ceiling = results[0], results[1]
     peer = next((r for r in results if r.name == PEER_SCENARIO), None)
@@ -562,6 +602,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"highest p95 bound (statements called >= 20 times): {worst.p95_bound_ms:.3f} ms"
                 f" (mean {worst.mean_ms:.3f}, max {worst.max_ms:.3f}): {worst.short_query(70)}"
             )
+    if floor:
+        print("\nserial floor, one connection, p50: " + "; ".join(floor))
     print()
     path_cpu = cpu_rows.get(path.name) if path is not None else None
     field_path = paths[1] if len(paths) > 1 else None
