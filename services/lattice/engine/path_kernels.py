@@ -516,6 +516,133 @@ def dijkstra(
     return status == FOUND, int(settled), queue_bytes, float(cost), cast(U32Array, path)
 
 
+# Dinitz's buckets (Dijkstra when every open value lies in [low, high] with low > 0): a vertex
+# whose distance lies in the lowest non-empty bucket of width `low` is final, since any other way
+# to it passes a vertex at least as far and then pays at least `low`. So a bucket is settled in
+# the order its vertices came, with no heap, and distances relax through a float64 array: about
+# 30% faster than the calendar queue on 100^3 (docs/performance.md), for 8 bytes a vertex. The
+# width is a hair under `low` so that rounding never puts a vertex a bucket too low; at most
+# DINITZ_MAX_BUCKETS buckets are live at once (high / low below that), in a ring.
+DINITZ_MAX_BUCKETS = 64
+_DINITZ_WIDTH_SHRINK = 1.0 - 1e-6
+_RING_START = 1024
+
+
+@njit(cache=True)
+def _grow_ring(ring, counts):  # type: ignore[no-untyped-def]
+    buckets, capacity = ring.shape
+    bigger = np.empty((buckets, 2 * capacity), np.int32)
+    for b in range(buckets):
+        for i in range(counts[b]):
+            bigger[b, i] = ring[b, i]
+    return bigger
+
+
+@njit(cache=True)
+def _dinitz(vals, bits, size, strides, s, t, unit, low, high, state, dist):  # type: ignore[no-untyped-def]
+    """Dijkstra over Dinitz's buckets; `dist` is n float64 of any content (written before read).
+
+    Returns (status, settled, ring capacity in entries, cost, path).
+    """
+    d = strides.size
+    inv_size = 1.0 / size
+    inv_width = 1.0 / (low * _DINITZ_WIDTH_SHRINK)
+    buckets = np.int64(high * inv_width) + 2
+    ring = np.empty((buckets, _RING_START), np.int32)
+    counts = np.zeros(buckets, np.int64)
+    dist[s] = 0.0
+    state[s] = ROOT
+    ring[0, 0] = s
+    counts[0] = 1
+    pending = 1
+    current = np.int64(0)
+    settled = 0
+    while pending > 0:
+        slot = current % buckets
+        i = 0
+        while i < counts[slot]:  # rounding may still add to this bucket while it is read
+            u = np.int64(ring[slot, i])
+            i += 1
+            if state[u] & SETTLED:
+                continue  # settled from a lower bucket since it was queued here
+            state[u] |= SETTLED
+            settled += 1
+            g = dist[u]
+            if u == t:
+                return FOUND, settled, ring.size, g, _trace_to_root(state, strides, t)
+            r = u
+            for k in range(d - 1, -1, -1):
+                q = np.int64((r + 0.5) * inv_size)
+                c = r - q * size
+                r = q
+                for move in range(2 * k, 2 * k + 2):
+                    if move & 1:
+                        if c == 0:
+                            continue
+                        w = u - strides[k]
+                    else:
+                        if c == size - 1:
+                            continue
+                        w = u + strides[k]
+                    seen = state[w]
+                    if seen & SETTLED:  # settled, or blocked (_SEARCH_BLOCKED has the bit)
+                        continue
+                    if seen == 0 and bits[w] >= OPEN_LIMIT:
+                        state[w] = _SEARCH_BLOCKED
+                        continue
+                    nd = g + (1.0 if unit else np.float64(vals[w]))
+                    b = np.int64(nd * inv_width)
+                    if seen != 0:
+                        if nd >= dist[w]:
+                            continue
+                        if b == np.int64(dist[w] * inv_width):
+                            dist[w] = nd  # already queued in that bucket
+                            state[w] = np.uint8((move ^ 1) + 1)
+                            continue
+                    dist[w] = nd
+                    state[w] = np.uint8((move ^ 1) + 1)
+                    if b < current:
+                        b = current
+                    slot_w = b % buckets
+                    if counts[slot_w] == ring.shape[1]:
+                        ring = _grow_ring(ring, counts)
+                    ring[slot_w, counts[slot_w]] = w
+                    counts[slot_w] += 1
+                    pending += 1
+        pending -= counts[slot]
+        counts[slot] = 0
+        current += 1
+    return UNREACHABLE, settled, ring.size, 0.0, np.empty(0, np.uint32)
+
+
+def dinitz_applies(low: float, high: float) -> bool:
+    """Whether Dinitz's buckets fit values in [low, high]: a cheapest step above zero, and few
+    enough buckets live at once."""
+    return low > 0.0 and high / (low * _DINITZ_WIDTH_SHRINK) + 2 <= DINITZ_MAX_BUCKETS
+
+
+def dinitz(
+    field: F32Array,
+    bits: U32Array,
+    size: int,
+    strides: I64Array,
+    start: int,
+    end: int,
+    *,
+    unit: bool,
+    low: float,
+    high: float,
+    state: npt.NDArray[np.uint8],
+    dist: npt.NDArray[np.float64],
+) -> tuple[bool, int, int, float, U32Array]:
+    """(found, settled, queue bytes, cost, path); start != end, both open, and
+    dinitz_applies(low, high) (1, 1 for UNIT). state: n zeros; dist: n float64 (any content)."""
+    status, settled, ring_entries, cost, path = _dinitz(
+        field, bits, size, strides, start, end, unit, low, high, state, dist
+    )
+    return status == FOUND, int(settled), int(ring_entries) * 4, float(cost), cast(U32Array, path)
+
+
 @njit(cache=True)
 def _less(k1, t1, k2, t2):  # type: ignore[no-untyped-def]
     return k1 < k2 or (k1 == k2 and t1 < t2)

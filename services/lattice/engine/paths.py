@@ -38,6 +38,11 @@ ASTAR_BUDGET_DIVISOR = 16
 # bidirectional BFS answers, a bounded overhead.
 ASTAR_UNIT_BUDGET_DIVISOR = 32
 ASTAR_MIN_BUDGET = 1024
+# Dijkstra's distances for Dinitz's buckets (path_kernels.dinitz): 8 bytes a vertex, spent where
+# the lattice has at most 2^23 vertices (64 MiB); larger ones keep the calendar queue, whose
+# memory is the frontier's.
+DIST_DTYPE = np.dtype(np.float64)
+DINITZ_MAX_DIST_BYTES = 64 * 1024 * 1024
 
 
 class Algorithm(enum.Enum):
@@ -114,7 +119,7 @@ def find_path(
     else:
         low, high = (1.0, 1.0) if unit else kernels.open_value_range(bits)
         if algorithm is Algorithm.DIJKSTRA:
-            run = _dijkstra(grid, field, bits, s, t, unit, high)
+            run = _dijkstra(grid, field, bits, s, t, unit, low, high)
         else:
             run = _astar(grid, field, bits, s, t, unit, low, high)
     if algorithm is Algorithm.AUTO:
@@ -148,6 +153,10 @@ def warm_up() -> None:
         find_path(grid, field, (0, 0), (2, 2), algorithm=algorithm)
     for algorithm in (Algorithm.AUTO, Algorithm.DIJKSTRA, Algorithm.ASTAR):
         find_path(grid, field, (0, 0), (2, 2), algorithm=algorithm, cost=Cost.FIELD)
+    # A step that costs nothing: Dinitz's buckets do not apply, the calendar queue answers.
+    free_step = field.copy()
+    free_step[8] = 0.0
+    find_path(grid, free_step, (0, 0), (2, 2), algorithm=Algorithm.DIJKSTRA, cost=Cost.FIELD)
 
 
 @dataclass(frozen=True)
@@ -246,7 +255,7 @@ def _auto(
         tried = _astar(grid, field, bits, s, t, unit, low, high, budget)
         if not tried.gave_up:
             return Algorithm.ASTAR, tried
-        run = _dijkstra(grid, field, bits, s, t, unit, high)
+        run = _dijkstra(grid, field, bits, s, t, unit, low, high)
         # The work and memory of the abandoned attempt count too (its arrays are gone by now).
         extra = max(run.extra_bytes, tried.extra_bytes)
         return Algorithm.DIJKSTRA, replace(
@@ -255,7 +264,7 @@ def _auto(
             extra_bytes=extra,
             visited=run.visited + tried.visited,
         )
-    return Algorithm.DIJKSTRA, _dijkstra(grid, field, bits, s, t, unit, high)
+    return Algorithm.DIJKSTRA, _dijkstra(grid, field, bits, s, t, unit, low, high)
 
 
 def _closed_form(grid: Grid, s: int, t: int) -> U32Array:
@@ -283,14 +292,43 @@ def _bfs(grid: Grid, bits: U32Array, s: int, t: int) -> _Run:
 
 
 def _dijkstra(
-    grid: Grid, field: Field, bits: U32Array, s: int, t: int, unit: bool, window: float
+    grid: Grid,
+    field: Field,
+    bits: U32Array,
+    s: int,
+    t: int,
+    unit: bool,
+    low: float,
+    high: float,
 ) -> _Run:
-    """window: the dearest step (1 for UNIT, else the largest open value)."""
+    """low, high: the cheapest and dearest step (both 1 for UNIT). Dinitz's buckets where they
+    apply and their distance array is within DINITZ_MAX_DIST_BYTES, else the calendar queue."""
     strides = _strides(grid)
     state = np.zeros(grid.vertex_count, np.uint8)
-    found, settled, queue_bytes, total, path = kernels.dijkstra(
-        field.reshape(-1), bits, grid.size, strides, s, t, unit=unit, window=window, state=state
-    )
+    flat = field.reshape(-1)
+    if (
+        kernels.dinitz_applies(low, high)
+        and grid.vertex_count * DIST_DTYPE.itemsize <= DINITZ_MAX_DIST_BYTES
+    ):
+        dist = np.empty(grid.vertex_count, DIST_DTYPE)
+        found, settled, queue_bytes, total, path = kernels.dinitz(
+            flat,
+            bits,
+            grid.size,
+            strides,
+            s,
+            t,
+            unit=unit,
+            low=low,
+            high=high,
+            state=state,
+            dist=dist,
+        )
+        queue_bytes += dist.nbytes
+    else:
+        found, settled, queue_bytes, total, path = kernels.dijkstra(
+            flat, bits, grid.size, strides, s, t, unit=unit, window=high, state=state
+        )
     extra = state.nbytes + queue_bytes + strides.nbytes
     return _Run(path if found else None, total, "dijkstra", extra, settled)
 

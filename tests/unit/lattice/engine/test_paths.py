@@ -10,9 +10,11 @@ import numpy.typing as npt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from numba.core.registry import CPUDispatcher as Dispatcher
 
 from services.common.errors import InvalidArgument, NotFound
 from services.lattice.engine import catalytic, paths
+from services.lattice.engine import path_kernels as kernels
 from services.lattice.engine.field import FIELD_DTYPE, blocked_mask, checksum
 from services.lattice.engine.geometry import Grid
 from services.lattice.engine.paths import Algorithm, Cost, PathResult, find_path, warm_up
@@ -69,7 +71,9 @@ def lattices(draw: st.DrawFn) -> tuple[Grid, Field, tuple[int, ...], tuple[int, 
     largest = math.floor(MAX_VERTICES ** (1 / dimensions) + 1e-9)
     grid = Grid.of(dimensions, draw(st.integers(2, min(12, largest))))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    kind = draw(st.sampled_from(["uniform", "integers", "wide", "constant", "tiny"]))
+    kind = draw(
+        st.sampled_from(["uniform", "integers", "wide", "constant", "tiny", "narrow", "tenths"])
+    )
     n = grid.vertex_count
     if kind == "uniform":
         values = rng.uniform(0, 1, n)
@@ -79,8 +83,13 @@ def lattices(draw: st.DrawFn) -> tuple[Grid, Field, tuple[int, ...], tuple[int, 
         values = 10.0 ** rng.uniform(-30, 30, n)
     elif kind == "constant":
         values = np.full(n, float(rng.integers(1, 5)))
-    else:  # denormals and zeros: the calendar degenerates to a single heap
+    elif kind == "tiny":  # denormals and zeros: the calendar degenerates to a single heap
         values = rng.choice([0.0, 1e-45, 1e-40, 1e-38], n)
+    elif kind == "narrow":  # cheapest step above zero, high / low small: Dinitz's buckets
+        low = 10.0 ** rng.uniform(-3, 3)
+        values = low * rng.uniform(1, draw(st.sampled_from([1.0, 2.0, 30.0, 61.0])), n)
+    else:  # sums of tenths land on Dinitz's bucket edges, give or take a rounding
+        values = rng.choice([0.1, 0.2, 0.3], n)
     field = values.astype(FIELD_DTYPE)
     fraction = draw(st.sampled_from([0.0, 0.0, 0.1, 0.3, 0.5]))
     blocked = rng.random(n) < fraction
@@ -289,8 +298,27 @@ def test_unreachable_is_not_found(cost: Cost) -> None:
         assert field.tobytes() == raw
 
 
+# The kernels called from Python (their helpers compile with them).
+ENTRY_KERNELS = {
+    "_astar",
+    "_bidirectional_bfs",
+    "_dijkstra",
+    "_dinitz",
+    "_max_bits",
+    "_open_bits_range",
+    "_uniform_open",
+}
+
+
 def test_warm_up_runs_every_kernel() -> None:
     warm_up()
+    compiled = {
+        name
+        for name, value in vars(kernels).items()
+        if isinstance(value, Dispatcher) and value.signatures
+    }
+    missing = sorted(ENTRY_KERNELS - compiled)
+    assert missing == [], f"warm_up() leaves these to compile on a first request: {missing}"
 
 
 def test_misused_fields_are_programming_errors() -> None:
@@ -378,3 +406,90 @@ def test_a_field_left_changed_is_an_internal_error(monkeypatch: pytest.MonkeyPat
     field = np.ones(grid.vertex_count, dtype=FIELD_DTYPE)
     with pytest.raises(catalytic.FieldNotRestoredError):
         find_path(grid, field, (0, 0), (3, 3), algorithm=Algorithm.CATALYTIC)
+
+
+def narrow_lattice(dimensions: int, size: int, seed: int) -> tuple[Grid, Field]:
+    """Values in [1, 2), 20% blocked, both corners open: Dinitz's buckets apply."""
+    grid = Grid.of(dimensions, size)
+    rng = np.random.default_rng(seed)
+    field = rng.uniform(1, 2, grid.vertex_count).astype(FIELD_DTYPE)
+    field[rng.random(grid.vertex_count) < 0.2] = np.inf
+    field[0] = field[-1] = 1.5
+    return grid, field
+
+
+@pytest.mark.parametrize(("dimensions", "size", "seed"), [(2, 100, 1), (3, 40, 2), (4, 14, 3)])
+def test_dinitz_buckets_and_the_calendar_queue_agree(
+    dimensions: int, size: int, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    grid, field = narrow_lattice(dimensions, size, seed)
+    end = (size - 1,) * dimensions
+    start = (0,) * dimensions
+    try:
+        dinitz = find_path(grid, field, start, end, algorithm=Algorithm.DIJKSTRA, cost=Cost.FIELD)
+    except NotFound:
+        pytest.skip("corners not connected for this seed")
+    monkeypatch.setattr(paths, "DINITZ_MAX_DIST_BYTES", 0)
+    calendar = find_path(grid, field, start, end, algorithm=Algorithm.DIJKSTRA, cost=Cost.FIELD)
+    for result in (dinitz, calendar):
+        assert_valid(grid, field, result, 0, grid.vertex_count - 1)
+        assert result.method == "dijkstra"
+        assert result.cost == pytest.approx(path_cost(field, result.vertices), rel=1e-12)
+    assert dinitz.cost == pytest.approx(calendar.cost, rel=1e-12)
+    # The distance array is what Dinitz's buckets cost; the calendar's memory is its frontier.
+    assert dinitz.extra_bytes >= 9 * grid.vertex_count > calendar.extra_bytes
+
+
+def test_dinitz_ring_grows_past_its_first_capacity() -> None:
+    """A 64^3 lattice puts thousands of vertices in one bucket: the ring doubles, and nothing
+    queued before is lost (the cost still matches the calendar's)."""
+    grid, field = narrow_lattice(3, 64, 2)
+    bits = field.view(np.uint32)
+    strides = np.array(grid.strides, dtype=np.int64)
+    low, high = kernels.open_value_range(bits)
+    assert kernels.dinitz_applies(low, high)
+    n, t = grid.vertex_count, grid.vertex_count - 1
+    found, settled, ring_bytes, cost, path = kernels.dinitz(
+        field,
+        bits,
+        grid.size,
+        strides,
+        0,
+        t,
+        unit=False,
+        low=low,
+        high=high,
+        state=np.zeros(n, np.uint8),
+        dist=np.full(n, np.nan),
+    )
+    found_c, _, _, cost_c, _ = kernels.dijkstra(
+        field, bits, grid.size, strides, 0, t, unit=False, window=high, state=np.zeros(n, np.uint8)
+    )
+    assert found
+    assert found_c
+    buckets = int(high / low) + 2
+    assert ring_bytes > buckets * 1024 * 4, "the ring never grew: make the lattice larger"
+    assert cost == pytest.approx(cost_c, rel=1e-12)
+    assert 0 < settled <= n
+    assert (path[0], path[-1]) == (0, t)
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "applies"),
+    [(1.0, 2.0, True), (1.0, 1.0, True), (1.0, 61.0, True), (1.0, 63.0, False), (0.0, 1.0, False)],
+)
+def test_dinitz_applies_where_few_buckets_cover_a_step(
+    low: float, high: float, applies: bool
+) -> None:
+    assert kernels.dinitz_applies(low, high) is applies
+
+
+def test_large_lattices_keep_the_calendar_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over DINITZ_MAX_DIST_BYTES of distances the calendar answers, with the frontier's memory."""
+    grid, field = narrow_lattice(3, 20, 5)
+    end = (19, 19, 19)
+    wide = find_path(grid, field, (0, 0, 0), end, algorithm=Algorithm.DIJKSTRA, cost=Cost.FIELD)
+    monkeypatch.setattr(paths, "DINITZ_MAX_DIST_BYTES", 8 * grid.vertex_count - 1)
+    capped = find_path(grid, field, (0, 0, 0), end, algorithm=Algorithm.DIJKSTRA, cost=Cost.FIELD)
+    assert capped.cost == pytest.approx(wide.cost, rel=1e-12)
+    assert capped.extra_bytes < 8 * grid.vertex_count <= wide.extra_bytes
