@@ -146,13 +146,34 @@ def verdict(passed: bool) -> str:
 
 
 def _cpu_model() -> str:
+    return _cpuinfo().get("model name") or platform.processor() or "unknown CPU"
+
+
+def cpu_identity() -> str:
+    """The model name with its family and model numbers, e.g. "AMD EPYC (family 25, model 1)":
+    virtual machines often report a generic name ("AMD EPYC") over processors of different
+    generations, whose ratios to a peer differ (ADR 71). The name alone where they are unknown.
+    """
+    info = _cpuinfo()
+    name = _cpu_model()
+    if "cpu family" in info and "model" in info:
+        return f"{name} (family {info['cpu family']}, model {info['model']})"
+    return name
+
+
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo ({} where there is none)."""
+    fields: dict[str, str] = {}
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+        return fields
+    for line in text.splitlines():
+        if not line.strip():
+            break
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
 
 
 def _memory_gib() -> float:

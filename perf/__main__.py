@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from perf.registry import BENCHMARKS
-from perf.run import PLANT_VARIABLE, baseline, check, machine, parse_plant
+from perf.run import PLANT_VARIABLE, baseline, baseline_keys, check, machine, parse_plant
 from perf.store import BASELINES, baselines_for, history_path, read_history
 from perf.trend import OUT, draw
 
@@ -49,8 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{b.name:32} {b.direction.text:17} {b.ratio}")
         return 0
     if args.command == "report":
-        cpu = machine()["cpu"]
-        chosen = baselines_for(cpu, BENCHMARKS)
+        info = machine()
+        cpu = info["cpu_id"]
+        chosen = baselines_for(baseline_keys(info), BENCHMARKS)
         png = draw(
             read_history(history_path()),
             BENCHMARKS,

@@ -173,16 +173,18 @@ class Verdict:
 
 
 def judge(
-    benchmark: Benchmark, chosen: Chosen | None, measurement: Measurement, cpu: str
+    benchmark: Benchmark, chosen: Chosen | None, measurement: Measurement, cpu: str | Sequence[str]
 ) -> Verdict:
-    """The measurement against the chosen baseline (perf/store.py baselines_for) on `cpu`."""
+    """The measurement against the chosen baseline (perf/store.py baselines_for) on `cpu` (or
+    on any of its keys: perf.run.baseline_keys); one recorded elsewhere is said to be borrowed."""
+    own = [cpu] if isinstance(cpu, str) else list(cpu)
     return Verdict(
         benchmark.name,
         benchmark.ratio,
         benchmark.direction,
         chosen.baseline if chosen else None,
         measurement.figure,
-        None if chosen is None or chosen.recorded_on == cpu else chosen.recorded_on,
+        None if chosen is None or chosen.recorded_on in own else chosen.recorded_on,
     )
 
 

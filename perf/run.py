@@ -146,11 +146,12 @@ def measure_all(
 
 
 def machine() -> dict[str, Any]:
-    from bench.report import header
+    from bench.report import cpu_identity, header
 
     info = header([])
     return {
         "cpu": info["cpu"],
+        "cpu_id": cpu_identity(),
         "logical_cpus": info["logical_cpus"],
         "cpus_available": info["cpus_available"],
         "memory_gib": round(info["memory_gib"], 1),
@@ -158,6 +159,13 @@ def machine() -> dict[str, Any]:
         "python": info["versions"]["python"],
         "git": info["git"],
     }
+
+
+def baseline_keys(info: Mapping[str, Any]) -> list[str]:
+    """Where this machine's baselines are looked up, the most precise first: its family and
+    model, then the model name alone (baselines recorded before ADR 71, or on a machine that
+    gives no numbers)."""
+    return list(dict.fromkeys([info["cpu_id"], info["cpu"]]))
 
 
 @dataclass(frozen=True)
@@ -210,11 +218,16 @@ def check(
     """Measures, judges against the baselines, prints the verdicts and appends the history
     line (not for a planted run). 0 when every benchmark is within its tolerance, else 1."""
     run = run_once(benchmarks, plant, progress or Progress())
-    cpu = machine()["cpu"]
-    chosen = baselines_for(cpu, benchmarks, baselines)
-    verdicts = [judge(b, chosen.get(b.name), run.results[b.name], cpu) for b in benchmarks]
+    info = machine()
+    keys = baseline_keys(info)
+    chosen = baselines_for(keys, benchmarks, baselines)
+    verdicts = [judge(b, chosen.get(b.name), run.results[b.name], keys) for b in benchmarks]
     print(file=out)
-    print(f"perf-check: each figure is the median of its samples; baselines of {cpu}", file=out)
+    print(
+        "perf-check: each figure is the median of its samples; baselines of "
+        + ", else ".join(keys),
+        file=out,
+    )
     for v in verdicts:
         print(f"  {'PASS' if v.passed else 'FAIL'}  {v.message()}", file=out)
         if v.improved:
@@ -264,7 +277,7 @@ def baseline(
     info = machine()
     where = (
         f"{datetime.datetime.now(datetime.UTC).date().isoformat()}, {info['git']},"
-        f" {info['cpu']}, {info['cpus_available']} CPUs, {runs} runs of `make perf-baseline`"
+        f" {info['cpu_id']}, {info['cpus_available']} CPUs, {runs} runs of `make perf-baseline`"
     )
     recorded, noisy = {}, []
     for name, values in figures.items():
@@ -286,6 +299,6 @@ def baseline(
         print(f"perf-baseline: NOT RECORDED {line}", file=out)
     if noisy:
         return 1
-    save_baselines(recorded, info["cpu"], path)
-    print(f"perf-baseline: wrote {', '.join(recorded)} for {info['cpu']} to {path}", file=out)
+    save_baselines(recorded, info["cpu_id"], path)
+    print(f"perf-baseline: wrote {', '.join(recorded)} for {info['cpu_id']} to {path}", file=out)
     return 0

@@ -86,18 +86,21 @@ def load_recorded(path: Path = BASELINES) -> dict[str, dict[str, Baseline]]:
 
 
 def baselines_for(
-    cpu: str, benchmarks: Sequence[Benchmark], path: Path = BASELINES
+    cpu: str | Sequence[str], benchmarks: Sequence[Benchmark], path: Path = BASELINES
 ) -> dict[str, Chosen]:
-    """Per benchmark, the baseline recorded on `cpu`; for a CPU model no baseline was recorded
-    on, the most lenient of the others' (the one whose limit lets the worst figure pass), so
-    that a new machine fails only where it is worse than every machine we know. A benchmark
-    with no baseline at all is left out."""
+    """Per benchmark, the baseline recorded on `cpu` (or on the first of several keys that has
+    one: perf.run.baseline_keys, the most precise first); for a processor no baseline was
+    recorded on, the most lenient of the others' (the one whose limit lets the worst figure
+    pass), so that a new machine fails only where it is worse than every machine we know. A
+    benchmark with no baseline at all is left out."""
+    keys = [cpu] if isinstance(cpu, str) else list(cpu)
     recorded = load_recorded(path)
     chosen: dict[str, Chosen] = {}
     for b in benchmarks:
         per_cpu = recorded.get(b.name, {})
-        if cpu in per_cpu:
-            chosen[b.name] = Chosen(per_cpu[cpu], cpu)
+        key = next((k for k in keys if k in per_cpu), None)
+        if key is not None:
+            chosen[b.name] = Chosen(per_cpu[key], key)
         elif per_cpu:
             sign = -1 if b.direction is Direction.HIGHER else 1
             where = max(per_cpu, key=lambda c: sign * per_cpu[c].limit(b.direction))

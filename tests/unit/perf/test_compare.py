@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
+from bench.report import _cpu_model, cpu_identity
 from perf.model import Baseline, Direction, Measurement, Verdict, judge, paired_ratios
+from perf.run import baseline_keys
 from perf.store import (
     TooNoisy,
     baselines_for,
@@ -177,3 +180,41 @@ def test_a_benchmark_recorded_nowhere_has_no_baseline(tmp_path) -> None:
     path = tmp_path / "baselines.json"
     save_baselines({"x": record([1.0], "here")}, "EPYC", path)
     assert baselines_for("EPYC", [Named("y", Direction.LOWER)], path) == {}  # type: ignore[list-item]
+
+
+def test_a_family_and_model_baseline_comes_before_the_model_names(tmp_path) -> None:
+    """Two hosts reporting "AMD EPYC" differ by generation (ADR 71): a baseline recorded under
+    the family and model is this host's; where it has none, the name's (older entries) is."""
+    path = tmp_path / "baselines.json"
+    save_baselines({"x": record([1.0], "old"), "y": record([3.0], "old")}, "EPYC", path)
+    save_baselines({"x": record([1.5], "new")}, "EPYC (family 25, model 1)", path)
+    save_baselines({"x": record([0.5], "elsewhere")}, "Xeon", path)
+    keys = baseline_keys({"cpu_id": "EPYC (family 25, model 1)", "cpu": "EPYC"})
+    assert keys == ["EPYC (family 25, model 1)", "EPYC"]
+    benchmarks = [Named("x", Direction.LOWER), Named("y", Direction.LOWER)]
+    chosen = baselines_for(keys, benchmarks, path)  # type: ignore[arg-type]
+    assert (chosen["x"].baseline.value, chosen["x"].recorded_on) == (1.5, keys[0])
+    assert (chosen["y"].baseline.value, chosen["y"].recorded_on) == (3.0, "EPYC")
+    # Neither is borrowed: both are this machine's own keys.
+    for name in ("x", "y"):
+        figure = chosen[name].baseline.value
+        verdict = judge(
+            Named(name, Direction.LOWER), chosen[name], Measurement(figure, (figure,)), keys
+        )  # type: ignore[arg-type]
+        assert "No baseline recorded" not in verdict.message()
+    # Another generation of the same name, never recorded: the name's entries.
+    other = baselines_for(
+        baseline_keys({"cpu_id": "EPYC (family 25, model 17)", "cpu": "EPYC"}), benchmarks, path
+    )  # type: ignore[arg-type]
+    assert other["x"].recorded_on == "EPYC"
+
+
+def test_a_machine_without_family_numbers_has_one_key() -> None:
+    assert baseline_keys({"cpu_id": "Ampere", "cpu": "Ampere"}) == ["Ampere"]
+
+
+def test_cpu_identity_is_the_model_name_with_its_family_and_model() -> None:
+    name, identity = _cpu_model(), cpu_identity()
+    assert identity == name or re.fullmatch(
+        re.escape(name) + r" \(family \d+, model \d+\)", identity
+    )
