@@ -2,9 +2,7 @@
 
 Every route that names a resource by `{id}` is one test id. B's answer must be 404 NOT_FOUND
 (never 403, which would confirm the id exists, and never 200), and A's resource must be
-unchanged afterwards. A route that still answers 501 UNIMPLEMENTED to every tenant is checked
-for what it can be (not 200/403, no other 5xx) and then reported as xfail "pending", so it turns
-into a real check the day it is implemented.
+unchanged afterwards. Every route is implemented: a 501 UNIMPLEMENTED fails like any other 5xx.
 
 Tenants A and B are made once for this module (two registrations instead of thirty), and A's
 resources are re-checked after every attempt, so a leaking DELETE cannot make later tests pass
@@ -197,17 +195,8 @@ def test_another_tenants_resource_is_not_found(
     status = reply.status_code
     assert status != 200, f"B was served A's resource: {reply.text}"
     assert status != 403, "403 tells B that A's id exists; another tenant's resource is 404"
-    assert status < 500 or status == 501, f"B's request caused a server error: {reply.text}"
+    assert status < 500, f"B's request caused a server error: {reply.text}"
     assert_intact(client, world, route.kind)
-    if status == 501:
-        # Every lattice route is implemented: 501 there is a regression, never "pending".
-        assert route.kind != "lattice", f"{route} answers 501 UNIMPLEMENTED"
-        # So is every webhook route (issue 6).
-        assert route.kind not in ("webhook", "b_webhook"), f"{route} answers 501 UNIMPLEMENTED"
-        # Pending only if the route is unimplemented for its owner too.
-        own = _request(client, route, world, world.a.headers)
-        assert own.status_code == 501, f"A is served ({own.status_code}) but B gets 501"
-        pytest.xfail(f"pending: {route} answers 501 UNIMPLEMENTED to every tenant")
     assert_status_body(reply, 404, NOT_FOUND)
 
 
