@@ -9,18 +9,20 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-# Field name -> (environment variable, default port). The order is the start-up order.
+from services.common import ports
+
+# Field name -> (environment variable, default port; services/common/ports.py). The order is
+# the start-up order.
 PORT_ENV: dict[str, tuple[str, int]] = {
-    "postgres": ("POSTGRES_PORT", 5432),
-    "redis": ("REDIS_PORT", 6379),
-    "auth": ("AUTH_PORT", 50051),
-    "lattice": ("LATTICE_PORT", 50052),
-    "webhook": ("WEBHOOK_PORT", 50053),
-    "auth_metrics": ("AUTH_METRICS_PORT", 9101),
-    "lattice_metrics": ("LATTICE_METRICS_PORT", 9102),
-    "webhook_metrics": ("WEBHOOK_METRICS_PORT", 9103),
-    "gateway": ("GATEWAY_PORT", 8080),
-    "envoy_admin": ("ENVOY_ADMIN_PORT", 9901),
+    "postgres": ("POSTGRES_PORT", ports.POSTGRES_PORT),
+    "redis": ("REDIS_PORT", ports.REDIS_PORT),
+    **{s: (f"{s.upper()}_PORT", ports.GRPC_PORTS[s]) for s in ports.SERVICES},
+    **{
+        f"{s}_metrics": (f"{s.upper()}_METRICS_PORT", ports.METRICS_PORTS[s])
+        for s in ports.SERVICES
+    },
+    "gateway": ("GATEWAY_PORT", ports.GATEWAY_PORT),
+    "envoy_admin": ("ENVOY_ADMIN_PORT", ports.ENVOY_ADMIN_PORT),
 }
 
 
@@ -32,16 +34,16 @@ class PortError(ValueError):
 class StackPorts:
     """Every port the local stack listens on (all on 127.0.0.1)."""
 
-    gateway: int = 8080
-    envoy_admin: int = 9901
-    auth: int = 50051
-    lattice: int = 50052
-    webhook: int = 50053
-    auth_metrics: int = 9101
-    lattice_metrics: int = 9102
-    webhook_metrics: int = 9103
-    postgres: int = 5432
-    redis: int = 6379
+    gateway: int = ports.GATEWAY_PORT
+    envoy_admin: int = ports.ENVOY_ADMIN_PORT
+    auth: int = ports.GRPC_PORTS["auth"]
+    lattice: int = ports.GRPC_PORTS["lattice"]
+    webhook: int = ports.GRPC_PORTS["webhook"]
+    auth_metrics: int = ports.METRICS_PORTS["auth"]
+    lattice_metrics: int = ports.METRICS_PORTS["lattice"]
+    webhook_metrics: int = ports.METRICS_PORTS["webhook"]
+    postgres: int = ports.POSTGRES_PORT
+    redis: int = ports.REDIS_PORT
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> StackPorts:

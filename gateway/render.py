@@ -16,6 +16,7 @@ from pathlib import Path
 from google.protobuf.message import DecodeError
 
 from gateway import schema
+from services.common import ports
 
 TEMPLATE = Path(__file__).with_name("envoy.yaml.tmpl")
 TLS_TEMPLATE = Path(__file__).with_name("tls-listener.yaml.tmpl")  # only with a certificate
@@ -40,7 +41,6 @@ TRANSCODED_SERVICES = (
     "catalytic.lattice.v1.LatticeService",
     "catalytic.webhook.v1.WebhookService",
 )
-_DEFAULT_PORTS = {"auth": 50051, "lattice": 50052, "webhook": 50053}
 MiB = 1024 * 1024
 
 
@@ -52,12 +52,12 @@ class RenderError(ValueError):
 class GatewayConfig:
     """Everything the template needs; `from_env` reads the same variables as the services."""
 
-    gateway_port: int = 8080
-    admin_port: int = 9901
+    gateway_port: int = ports.GATEWAY_PORT
+    admin_port: int = ports.ENVOY_ADMIN_PORT
     gateway_bind: str = "127.0.0.1"
-    auth_addr: str = "127.0.0.1:50051"
-    lattice_addr: str = "127.0.0.1:50052"
-    webhook_addr: str = "127.0.0.1:50053"
+    auth_addr: str = ports.local_addr("auth")
+    lattice_addr: str = ports.local_addr("lattice")
+    webhook_addr: str = ports.local_addr("webhook")
     descriptor: Path = DEFAULT_DESCRIPTOR
     access_log: str = "/dev/stdout"
     max_request_bytes: int = 8 * MiB
@@ -97,12 +97,12 @@ class GatewayConfig:
 
         addrs = {
             name: env.get(f"{name.upper()}_ADDR")
-            or f"127.0.0.1:{integer(f'{name.upper()}_PORT', _DEFAULT_PORTS[name])}"
+            or f"127.0.0.1:{integer(f'{name.upper()}_PORT', ports.GRPC_PORTS[name])}"
             for name in UPSTREAMS
         }
         return cls(
-            gateway_port=integer("GATEWAY_PORT", 8080),
-            admin_port=integer("ENVOY_ADMIN_PORT", 9901),
+            gateway_port=integer("GATEWAY_PORT", ports.GATEWAY_PORT),
+            admin_port=integer("ENVOY_ADMIN_PORT", ports.ENVOY_ADMIN_PORT),
             gateway_bind=env.get("GATEWAY_BIND") or "127.0.0.1",
             auth_addr=addrs["auth"],
             lattice_addr=addrs["lattice"],

@@ -10,6 +10,7 @@ from services.auth.lockout import LockoutPolicy
 from services.auth.signing import SigningKeyRing
 from services.common.config import ConfigError, ServiceConfig, env_float, env_int, env_str
 from services.common.keys.token import Pkcs11Settings
+from services.common.ports import GRPC_PORTS, METRICS_PORTS
 from services.common.ratelimit import Rate, RateLimitConfig, env_rate
 
 PLANS = ("free", "starter", "professional", "enterprise")
@@ -81,7 +82,10 @@ class AuthConfig:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AuthConfig:
         service = ServiceConfig.from_env(
-            "auth", default_grpc_port=50051, default_metrics_port=9101, environ=environ
+            "auth",
+            default_grpc_port=GRPC_PORTS["auth"],
+            default_metrics_port=METRICS_PORTS["auth"],
+            environ=environ,
         )
         access_ttl = env_int("ACCESS_TOKEN_TTL_S", 600, environ=environ)
         if not 300 <= access_ttl <= 900:

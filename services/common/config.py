@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from services.common.ports import local_addr
+
 
 class ConfigError(Exception):
     """A required variable is missing or a value cannot be parsed; start-up must stop."""
@@ -134,7 +136,7 @@ class ServiceConfig:
     database_url: str = field(repr=False)
     redis_url: str = field(repr=False)
     bind_host: str = "127.0.0.1"
-    auth_addr: str = "127.0.0.1:50051"
+    auth_addr: str = local_addr("auth")
     log_level: str = "INFO"
     log_format: str = "json"
     shutdown_grace_s: float = 10.0
@@ -185,7 +187,7 @@ class ServiceConfig:
             metrics_port=_port(f"{prefix}_METRICS_PORT", default_metrics_port, environ),
             database_url=env_str("DATABASE_URL", environ=environ),
             redis_url=env_str("REDIS_URL", environ=environ),
-            auth_addr=env_str("AUTH_ADDR", "127.0.0.1:50051", environ=environ),
+            auth_addr=env_str("AUTH_ADDR", local_addr("auth"), environ=environ),
             log_level=log_level,
             log_format=log_format,
             shutdown_grace_s=grace,

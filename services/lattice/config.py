@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from services.common.config import ConfigError, ServiceConfig, env_float, env_int, env_str
 from services.common.internal_auth import INTERNAL_TOKEN_VARIABLE, InternalToken
+from services.common.ports import GRPC_PORTS, METRICS_PORTS, local_addr
 from services.common.ratelimit import RateLimitConfig
 from services.lattice.engine.compute import ComputeConfig
 from services.lattice.outbox import RelaySettings
@@ -49,7 +50,10 @@ class LatticeConfig:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> LatticeConfig:
         service = ServiceConfig.from_env(
-            "lattice", default_grpc_port=50052, default_metrics_port=9102, environ=environ
+            "lattice",
+            default_grpc_port=GRPC_PORTS["lattice"],
+            default_metrics_port=METRICS_PORTS["lattice"],
+            environ=environ,
         )
         cache_bytes = env_int("LATTICE_CACHE_BYTES", DEFAULT_CACHE_BYTES, environ=environ)
         if cache_bytes < 0:
@@ -97,7 +101,7 @@ def _relay_config(environ: Mapping[str, str] | None) -> RelayConfig:
     if cap < base:
         raise ConfigError("OUTBOX_BACKOFF_MAX_S must be at least OUTBOX_BACKOFF_BASE_S")
     return RelayConfig(
-        webhook_addr=env_str("WEBHOOK_ADDR", "127.0.0.1:50053", environ=environ),
+        webhook_addr=env_str("WEBHOOK_ADDR", local_addr("webhook"), environ=environ),
         internal_token=token,
         settings=RelaySettings(
             poll_interval_s=_positive("OUTBOX_POLL_INTERVAL_S", 1.0, environ),

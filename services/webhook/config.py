@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from services.common.config import ConfigError, ServiceConfig, env_float, env_int, env_list, env_str
 from services.common.internal_auth import InternalToken
 from services.common.keys.config import KekConfig
+from services.common.ports import GRPC_PORTS, METRICS_PORTS
 from services.common.ratelimit import RateLimitConfig
 from services.webhook.ssrf import IPNetwork
 
@@ -187,7 +188,10 @@ class WebhookConfig:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WebhookConfig:
         service = ServiceConfig.from_env(
-            "webhook", default_grpc_port=50053, default_metrics_port=9103, environ=environ
+            "webhook",
+            default_grpc_port=GRPC_PORTS["webhook"],
+            default_metrics_port=METRICS_PORTS["webhook"],
+            environ=environ,
         )
         return cls(
             service=service,

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from services.common.ports import GRPC_PORTS
 from tests.deploy.manifests import OVERLAYS, objects
 
 WORKLOADS = ("Deployment", "StatefulSet", "Job")
@@ -123,10 +124,16 @@ def test_every_long_running_container_has_probes(overlay: str) -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_services_use_the_native_grpc_probe_on_their_full_name(overlay: str) -> None:
+    """On the ports of services/common/ports.py, which the YAML repeats: the container's, the
+    Service's and the probes'."""
     by_name = {obj["metadata"]["name"]: obj for obj in workloads(overlay)}
-    ports = {"auth": 50051, "lattice": 50052, "webhook": 50053}
-    for service, port in ports.items():
+    services = {
+        obj["metadata"]["name"]: obj for obj in objects(overlay) if obj["kind"] == "Service"
+    }
+    for service, port in GRPC_PORTS.items():
         container = pod_spec(by_name[service])["containers"][0]
+        assert port in {p["containerPort"] for p in container["ports"]}, service
+        assert port in {p["port"] for p in services[service]["spec"]["ports"]}, service
         full_name = f"catalytic.{service}.v1.{service.capitalize()}Service"
         for probe in ("startupProbe", "readinessProbe"):
             assert container[probe]["grpc"] == {"port": port, "service": full_name}
