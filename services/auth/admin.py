@@ -22,11 +22,12 @@ import psycopg
 from psycopg.rows import TupleRow
 
 from services.auth import audit_commands
-from services.auth.config import PLANS, SigningKeyConfig, open_signing_keys
+from services.auth.config import SigningKeyConfig, open_signing_keys
 from services.auth.keys import generate_key
 from services.auth.signing import SigningKeyError, SigningKeyRing
 from services.common import audit
 from services.common.config import ConfigError, redact_url
+from services.common.plans import PLANS
 
 EXIT_OK = 0
 EXIT_FAILED = 1

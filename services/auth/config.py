@@ -10,10 +10,10 @@ from services.auth.lockout import LockoutPolicy
 from services.auth.signing import SigningKeyRing
 from services.common.config import ConfigError, ServiceConfig, env_float, env_int, env_str
 from services.common.keys.token import Pkcs11Settings
+from services.common.plans import PLANS
 from services.common.ports import GRPC_PORTS, METRICS_PORTS
 from services.common.ratelimit import Rate, RateLimitConfig, env_rate
 
-PLANS = ("free", "starter", "professional", "enterprise")
 KEY_PROVIDERS = ("file", "pkcs11")
 
 

@@ -25,6 +25,7 @@ from services.common.client_address import TrustedProxies, trusted_proxies_from_
 from services.common.config import ConfigError, env_float, env_int
 from services.common.db import Database
 from services.common.errors import ResourceExhausted
+from services.common.plans import CATALOGUE, FALLBACK_PLAN
 
 logger = logging.getLogger("catalytic.ratelimit")
 
@@ -264,14 +265,9 @@ class LeasedLimit:
 
 
 # ----------------------------------------------------------------------------- plans
-PLANS = ("free", "starter", "professional", "enterprise")
-FALLBACK_PLAN = "free"
-# Requests per second sustained and burst, per tenant and service.
+# Requests per second sustained and burst, per tenant and service (services/common/plans.py).
 DEFAULT_TENANT_RATES: dict[str, tuple[int, int]] = {
-    "free": (10, 20),
-    "starter": (50, 100),
-    "professional": (200, 400),
-    "enterprise": (1000, 2000),
+    plan.name: (plan.requests_per_s, plan.request_burst) for plan in CATALOGUE
 }
 DEFAULT_PLAN_CACHE_S = 60.0
 PLAN_CACHE_MAX_ENTRIES = 10_000

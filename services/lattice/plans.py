@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from services.common.errors import ResourceExhausted
+from services.common.plans import CATALOGUE, FALLBACK_PLAN
 from services.lattice.engine.fair_queue import Share
 from services.lattice.shapes import MAX_VERTICES
 
@@ -24,15 +25,17 @@ class PlanLimits:
     waiting: int | None
 
 
+# From the plan catalogue (services/common/plans.py); no vertex limit there means the largest
+# lattice the service accepts at all.
 PLAN_LIMITS: dict[str, PlanLimits] = {
-    "free": PlanLimits(max_vertices=10_000, max_lattices=5, running=1, waiting=2),
-    "starter": PlanLimits(max_vertices=100_000, max_lattices=50, running=1, waiting=4),
-    "professional": PlanLimits(max_vertices=1_000_000, max_lattices=500, running=2, waiting=8),
-    "enterprise": PlanLimits(
-        max_vertices=MAX_VERTICES, max_lattices=None, running=None, waiting=None
-    ),
+    plan.name: PlanLimits(
+        max_vertices=plan.max_vertices or MAX_VERTICES,
+        max_lattices=plan.max_lattices,
+        running=plan.running,
+        waiting=plan.waiting,
+    )
+    for plan in CATALOGUE
 }
-FALLBACK_PLAN = "free"
 
 logger = logging.getLogger(__name__)
 
