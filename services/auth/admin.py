@@ -26,7 +26,12 @@ from services.auth.config import SigningKeyConfig, open_signing_keys
 from services.auth.keys import generate_key
 from services.auth.signing import SigningKeyError, SigningKeyRing
 from services.common import audit
-from services.common.config import ConfigError, redact_url
+from services.common.config import (
+    ADMIN_DATABASE_UNSET,
+    ConfigError,
+    admin_database_url,
+    redact_url,
+)
 from services.common.plans import PLANS
 
 EXIT_OK = 0
@@ -47,9 +52,9 @@ def _tenant_id(value: str) -> str:
 
 
 def _database_url() -> str:
-    url = os.environ.get("DATABASE_ADMIN_URL") or os.environ.get("DATABASE_URL")
+    url = admin_database_url()
     if not url:
-        raise CommandError("set DATABASE_ADMIN_URL (or DATABASE_URL) to the database's libpq URL")
+        raise CommandError(ADMIN_DATABASE_UNSET)
     return url
 
 

@@ -30,7 +30,7 @@ from services.common.client_address import (
     forwarded_for_values,
     trusted_proxies_from_env,
 )
-from services.common.config import ConfigError
+from services.common.config import ADMIN_DATABASE_UNSET, ConfigError, admin_database_url
 
 if TYPE_CHECKING:
     from services.common.db import Database
@@ -242,10 +242,9 @@ def record_command(
     """An operator command's event, recorded on a connection of its own as DATABASE_ADMIN_URL
     (else DATABASE_URL); "" when recorded, else the warning to print. A command that works
     without the database (a key rotated while PostgreSQL is down) must not fail for it."""
-    env = os.environ if environ is None else environ
-    url = env.get("DATABASE_ADMIN_URL") or env.get("DATABASE_URL")
+    url = admin_database_url(environ)
     if not url:
-        return f"warning: {event.action} not recorded in the audit trail: DATABASE_ADMIN_URL unset"
+        return f"warning: {event.action} not recorded in the audit trail: {ADMIN_DATABASE_UNSET}"
     try:
         with psycopg.connect(url, connect_timeout=10) as conn:
             record_alone(conn, tenant_id, event)

@@ -41,6 +41,17 @@ def env_str(
     return default
 
 
+# Operator commands (the admin CLIs, the audit record of a command) connect as the database's
+# owner where one is set, else as the application.
+ADMIN_DATABASE_UNSET = "set DATABASE_ADMIN_URL (or DATABASE_URL) to the database owner's libpq URL"
+
+
+def admin_database_url(environ: Mapping[str, str] | None = None) -> str | None:
+    """DATABASE_ADMIN_URL, else DATABASE_URL; None when neither is set (ADMIN_DATABASE_UNSET
+    says what to do)."""
+    return _raw("DATABASE_ADMIN_URL", environ) or _raw("DATABASE_URL", environ)
+
+
 def _parse(name: str, raw: str, kind: str, parse: Any) -> Any:
     try:
         return parse(raw)

@@ -22,7 +22,12 @@ import psycopg
 from psycopg.rows import dict_row
 
 from services.common import audit
-from services.common.config import ConfigError, redact_url
+from services.common.config import (
+    ADMIN_DATABASE_UNSET,
+    ConfigError,
+    admin_database_url,
+    redact_url,
+)
 from services.common.keys.base import KekError, KekRing
 from services.common.keys.config import KekConfig, open_ring
 from services.webhook import key_maintenance as keys
@@ -38,9 +43,9 @@ class CommandError(Exception):
 
 
 def _connect() -> keys.Connection:
-    url = os.environ.get("DATABASE_ADMIN_URL") or os.environ.get("DATABASE_URL")
+    url = admin_database_url()
     if not url:
-        raise CommandError("set DATABASE_ADMIN_URL to the database owner's libpq URL")
+        raise CommandError(ADMIN_DATABASE_UNSET)
     try:
         conn = psycopg.connect(url, connect_timeout=10, autocommit=True, row_factory=dict_row)
     except psycopg.OperationalError as exc:
