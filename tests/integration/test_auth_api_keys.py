@@ -11,13 +11,12 @@ import psycopg
 import pytest
 from catalytic.auth.v1 import auth_service_pb2 as pb
 from catalytic.auth.v1 import auth_service_pb2_grpc as pb_grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from services.auth.config import AuthConfig
 from services.auth.passwords import hash_password
 from services.auth.server import create_server
 from services.common.api_keys import parse_api_key
+from tests.support.grpc_calls import violations
 
 pytestmark = pytest.mark.integration
 
@@ -213,11 +212,7 @@ async def test_invalid_requests_name_the_field(
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await getattr(auth, method)(request_message, metadata=owner.metadata)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    status = rpc_status.from_call(info.value)
-    assert status is not None
-    bad_request = error_details_pb2.BadRequest()
-    assert status.details[0].Unpack(bad_request)
-    assert [v.field for v in bad_request.field_violations] == [field]
+    assert violations(info.value) == [field]
 
 
 # ------------------------------------------------------------------ row-level security

@@ -10,11 +10,10 @@ import grpc
 import pytest
 from catalytic.auth.v1 import auth_service_pb2 as pb
 from catalytic.auth.v1 import auth_service_pb2_grpc as pb_grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from services.auth.config import AuthConfig
 from services.auth.server import create_server
+from tests.support.grpc_calls import violations
 
 pytestmark = pytest.mark.integration
 
@@ -95,11 +94,7 @@ async def test_invalid_registration_names_the_field(
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await auth.Register(pb.RegisterRequest(**request_fields))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    status = rpc_status.from_call(info.value)
-    assert status is not None
-    bad_request = error_details_pb2.BadRequest()
-    assert status.details[0].Unpack(bad_request)
-    assert [v.field for v in bad_request.field_violations] == [field]
+    assert violations(info.value) == [field]
 
 
 async def test_wrong_password_and_unknown_email_fail_alike(auth: pb_grpc.AuthServiceStub) -> None:

@@ -10,13 +10,9 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 
-from services.auth.keys import KeyRing
-from services.auth.tokens import TokenIssuer
-from services.common.access_tokens import AccessTokenVerifier
 from services.common.context import Principal
 from services.common.paging import Cursor
 from services.lattice.cache import FieldCache
@@ -38,18 +34,15 @@ from services.lattice.events import EventLog
 from services.lattice.fields import EncodedField
 from services.lattice.records import LatticeRecord, NewLattice, OutboxEvent
 from services.lattice.server import Domain
+from tests.support.identity import owner as owner_principal
 
 TENANT = str(uuid.uuid4())
 OTHER_TENANT = str(uuid.uuid4())
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-ISSUER = "catalytic-auth"
-AUDIENCE = "catalytic-api"
 
 
 def principal(tenant_id: str = TENANT) -> Principal:
-    return Principal(
-        user_id=str(uuid.uuid4()), tenant_id=tenant_id, role="owner", auth_method="jwt"
-    )
+    return owner_principal(tenant_id)
 
 
 @dataclass
@@ -288,21 +281,3 @@ def domain(
         store, backend, FieldCache(cache_bytes), EventLog(store), max_compute_s=max_compute_s
     )
     return Domain.of(catalog)
-
-
-class Tokens:
-    """Access tokens signed like the auth service's, and a verifier that trusts them."""
-
-    def __init__(self, keys_dir: Path) -> None:
-        self._keys = KeyRing.load(keys_dir)
-        self._issuer = TokenIssuer(self._keys, issuer=ISSUER, audience=AUDIENCE, ttl_s=600)
-
-    def metadata(self, tenant_id: str = TENANT) -> tuple[tuple[str, str], ...]:
-        token = self._issuer.issue(user_id=str(uuid.uuid4()), tenant_id=tenant_id, role="owner")
-        return (("authorization", f"Bearer {token.token}"),)
-
-    def verifier(self) -> AccessTokenVerifier:
-        async def fetch() -> Sequence[dict[str, str]]:
-            return self._keys.jwks()
-
-        return AccessTokenVerifier(fetch, issuer=ISSUER, audience=AUDIENCE)

@@ -10,16 +10,16 @@ import grpc
 import pytest
 from catalytic.lattice.v1 import lattice_service_pb2 as pb
 from catalytic.lattice.v1 import lattice_service_pb2_grpc as pb_grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from services.common.config import ServiceConfig
 from services.common.errors import DeadlineExceeded, ResourceExhausted, Unavailable
 from services.common.server import RunningService
 from services.lattice.catalog import Catalog
 from services.lattice.server import start_server
+from tests.support.grpc_calls import isolated_config, violations
+from tests.support.identity import Tokens
 
-from .support import OTHER_TENANT, TENANT, FakeStore, InlineCompute, Tokens, domain
+from .support import OTHER_TENANT, TENANT, FakeStore, InlineCompute, domain
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -43,13 +43,7 @@ def tokens(tmp_path: Path) -> Tokens:
 async def stub(
     store: FakeStore, compute: InlineCompute, tokens: Tokens
 ) -> AsyncIterator[pb_grpc.LatticeServiceAsyncStub]:
-    config = ServiceConfig(
-        service_name="lattice",
-        grpc_port=0,
-        metrics_port=0,
-        database_url="postgresql://unused@127.0.0.1:1/unused",
-        redis_url="redis://127.0.0.1:1/0",
-    )
+    config = isolated_config("lattice")
     running: RunningService = await start_server(config, domain(store, compute), tokens.verifier())
     await running.set_serving()
     limit = 128 * 1024 * 1024
@@ -64,17 +58,6 @@ async def stub(
 @pytest.fixture
 def auth(tokens: Tokens) -> Metadata:
     return tokens.metadata(TENANT)
-
-
-def violations(error: grpc.aio.AioRpcError) -> list[str]:
-    status = rpc_status.from_call(error)
-    assert status is not None
-    fields: list[str] = []
-    for detail in status.details:
-        bad_request = error_details_pb2.BadRequest()
-        if detail.Unpack(bad_request):
-            fields += [violation.field for violation in bad_request.field_violations]
-    return fields
 
 
 async def test_every_rpc_needs_a_token(stub: pb_grpc.LatticeServiceAsyncStub) -> None:

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-from services.auth.keys import KeyRing
-from services.auth.tokens import TokenIssuer
-from services.common.access_tokens import AccessTokenVerifier
 from services.common.context import Principal
 from services.common.paging import Cursor
 from services.webhook.deliveries import DeliveryRecord, Published, QueueRefusal
@@ -19,18 +14,15 @@ from services.webhook.endpoints import NewWebhook, WebhookRecord
 from services.webhook.events import ALL_EVENTS, NewEvent
 from services.webhook.policy import AttemptStatus
 from services.webhook.ssrf import HostNotResolved
+from tests.support.identity import owner as owner_principal
 
 TENANT = str(uuid.uuid4())
 OTHER_TENANT = str(uuid.uuid4())
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-ISSUER = "catalytic-auth"
-AUDIENCE = "catalytic-api"
 
 
 def principal(tenant_id: str = TENANT) -> Principal:
-    return Principal(
-        user_id=str(uuid.uuid4()), tenant_id=tenant_id, role="owner", auth_method="jwt"
-    )
+    return owner_principal(tenant_id)
 
 
 class FixedResolver:
@@ -186,21 +178,3 @@ class FakeDeliveryStore:
         if after is not None:
             rows = [r for r in rows if (r.created_at, r.log_id) < (after.created_at, after.id)]
         return rows[:limit]
-
-
-class Tokens:
-    """Access tokens signed like the auth service's, and a verifier that trusts them."""
-
-    def __init__(self, keys_dir: Path) -> None:
-        self._keys = KeyRing.load(keys_dir)
-        self._issuer = TokenIssuer(self._keys, issuer=ISSUER, audience=AUDIENCE, ttl_s=600)
-
-    def metadata(self, tenant_id: str = TENANT) -> tuple[tuple[str, str], ...]:
-        token = self._issuer.issue(user_id=str(uuid.uuid4()), tenant_id=tenant_id, role="owner")
-        return (("authorization", f"Bearer {token.token}"),)
-
-    def verifier(self) -> AccessTokenVerifier:
-        async def fetch() -> Sequence[dict[str, str]]:
-            return self._keys.jwks()
-
-        return AccessTokenVerifier(fetch, issuer=ISSUER, audience=AUDIENCE)

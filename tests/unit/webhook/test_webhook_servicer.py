@@ -10,17 +10,16 @@ import grpc
 import pytest
 from catalytic.webhook.v1 import webhook_service_pb2 as pb
 from catalytic.webhook.v1 import webhook_service_pb2_grpc as pb_grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
-from services.common.config import ServiceConfig
 from services.common.internal_auth import InternalToken
 from services.webhook.deliveries import Deliveries
 from services.webhook.endpoints import Endpoints
 from services.webhook.policy import RetryPolicy
 from services.webhook.server import start_server
+from tests.support.grpc_calls import isolated_config, violations
+from tests.support.identity import Tokens
 
-from .support import OTHER_TENANT, TENANT, FakeDeliveryStore, FakeStore, FixedResolver, Tokens
+from .support import OTHER_TENANT, TENANT, FakeDeliveryStore, FakeStore, FixedResolver
 
 Metadata = tuple[tuple[str, str], ...]
 RESOLVER = FixedResolver(
@@ -48,13 +47,7 @@ def deliveries(store: FakeStore) -> FakeDeliveryStore:
 async def stub(
     store: FakeStore, deliveries: FakeDeliveryStore, tokens: Tokens
 ) -> AsyncIterator[pb_grpc.WebhookServiceAsyncStub]:
-    config = ServiceConfig(
-        service_name="webhook",
-        grpc_port=0,
-        metrics_port=0,
-        database_url="postgresql://unused@127.0.0.1:1/unused",
-        redis_url="redis://127.0.0.1:1/0",
-    )
+    config = isolated_config("webhook")
     endpoints = Endpoints(store, RESOLVER, allowed=[ipaddress.ip_network("127.0.0.0/8")])
     policy = RetryPolicy([0, 5], jitter=0.1, retry_after_max_s=60, disable_after_s=3600)
     running = await start_server(
@@ -75,17 +68,6 @@ async def stub(
 @pytest.fixture
 def auth(tokens: Tokens) -> Metadata:
     return tokens.metadata(TENANT)
-
-
-def violations(error: grpc.aio.AioRpcError) -> list[str]:
-    status = rpc_status.from_call(error)
-    assert status is not None
-    fields: list[str] = []
-    for detail in status.details:
-        bad_request = error_details_pb2.BadRequest()
-        if detail.Unpack(bad_request):
-            fields += [violation.field for violation in bad_request.field_violations]
-    return fields
 
 
 async def test_every_rpc_needs_a_token(stub: pb_grpc.WebhookServiceAsyncStub) -> None:
