@@ -57,7 +57,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
         description=(
             "Benchmarks the lattice engine against igraph, scipy.sparse.csgraph, rustworkx and"
             " networkx on the same lattices, in one run. Prints one markdown table per"
-            " benchmark (progress goes to stderr) and a summary of the targets of issue 4."
+            " benchmark (progress goes to stderr) and a summary of the engine's targets."
             " A method whose answer differs from the engine's makes the run fail."
         ),
         epilog="benchmarks: " + "; ".join(f"{name} ({text})" for name, text in BENCHMARKS.items()),
@@ -226,7 +226,7 @@ def main(argv: Sequence[str]) -> int:
         )
         print()
     if summary:
-        print("## Targets (issue 4), judged on the minimum of the repeats")
+        print("## Targets, judged on the minimum of the repeats")
         print()
         for line in summary:
             print(f"- {line}")

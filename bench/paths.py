@@ -19,7 +19,7 @@ from bench.methods import FIELD, UNIT, Answer, Method, methods
 from bench.report import Progress, Stats, ms, ms_pair, table, verdict
 from services.lattice.engine.field import checksum
 
-# Targets (issue 4, "Benchmarks").
+# The engine's targets (docs/performance.md, "Targets at a glance").
 UNIT_QUERY_RATIO = 1 / 3  # ours <= 1/3 of the fastest peer's query-only time
 UNIT_BUILD_QUERY_SPEEDUP = 20.0  # ours >= 20x faster than any peer's build + query
 FIELD_SCIPY_RATIO = 1 / 2  # ours <= 1/2 of scipy's Dijkstra query time
@@ -66,7 +66,7 @@ def run(
 ) -> dict[str, Any]:
     """Times every method of `cost` on the lattice's corner pair and random pairs.
 
-    judged: whether issue 4's targets apply (they are set for the 100^3 lattice); otherwise the
+    judged: whether the engine's targets apply (they are set for the 100^3 lattice); otherwise the
     ratios are shown without PASS/FAIL.
     """
     rows = [Row(m) for m in methods(cost, networkx_included=networkx_included)]

@@ -22,7 +22,7 @@ from services.lattice.engine.fills import RandomFill, make_field
 from services.lattice.engine.geometry import Grid
 from services.lattice.engine.transforms import Flip, Rotate, TransformOp, Xor, apply_transform
 
-TARGET_RATIO = 0.5  # issue 4: >= 50% of the machine's memory bandwidth
+TARGET_RATIO = 0.5  # the target: >= 50% of the machine's memory bandwidth
 XOR_KEY = 0x5A5A_5A5A
 
 

@@ -1,4 +1,4 @@
-"""The API load suite: virtual users on real journeys through the gateway (issue 15).
+"""The API load suite: virtual users on real journeys through the gateway.
 
 `python -m loadtest api [--quick] [--only seed,capacity,fairness] [--out DIR]`; `make loadtest`
 runs it as tests/load/test_api_load.py. Three scenarios, each on a private stack:

@@ -59,7 +59,7 @@ SERVER_SETTINGS: Mapping[str, str] = {
 
 @dataclass(frozen=True)
 class Scale:
-    """Rows per tenant; the defaults give issue 15's floor (tenants x lattices = 100,000,
+    """Rows per tenant; the defaults give the load suite's floor (tenants x lattices = 100,000,
     tenants x events x webhooks = 1,000,000 deliveries)."""
 
     tenants: int = 1000

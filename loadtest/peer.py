@@ -1,4 +1,4 @@
-"""The one-process yardstick (issue 18): a plain FastAPI + uvicorn app doing the work of an
+"""The one-process yardstick: a plain FastAPI + uvicorn app doing the work of an
 authenticated `GET /v1/lattices/{id}`, for `python -m loadtest rest` to drive beside ours.
 
 What it does per request is what the mesh does, minus the mesh: verify the ES256 access token

@@ -31,8 +31,8 @@ from loadtest import cpu, http1, pgstats
 from loadtest.report import Result, ceiling_rps
 from loadtest.stack import private_stack
 
-# Issue 18's targets, all relative or per request, measured in the same run (they replace
-# issue 5's absolute ones): our GET at least as fast as the one-process FastAPI peer
+# The request-path targets, all relative or per request, measured in the same run (they
+# replaced absolute ones): our GET at least as fast as the one-process FastAPI peer
 # (loadtest/peer.py) doing the same work, its p99 at most 1.5 times the peer's, and at least
 # 70% of the no-op ceiling through the same Envoy; the default path's end-to-end p50 at most
 # 1.5 ms above the engine's own, and at most 2 ms of CPU a path request outside the engine,

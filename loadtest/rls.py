@@ -19,7 +19,7 @@ every call. Statements are weighted by their calls. A statement whose rows per c
 more than 10% between the roles (the policies alone keep it to one tenant, or the data moved
 between rounds) is listed and left out. The client's wall time per step is shown too.
 
-Target (issue 15): the app role at most 10% slower than without RLS. `--policies initplans`
+Target: the app role at most 10% slower than without RLS. `--policies initplans`
 measures a variant of the policies (loadtest/sql/rls_initplans.sql, ADR 60) on the same data.
 """
 

@@ -334,7 +334,7 @@ def run(
     return 0 if ok else 1
 
 
-# Issue 18, target 3: the webhook service's CPU for one event before any HTTP send.
+# The event-cost target: the webhook service's CPU for one event before any HTTP send.
 TARGET_SUBSCRIBED_MS = 1.0
 
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 # comma-separated; the named benchmark's subject does its work FACTOR (default 2) times per
 # counted unit. A planted run writes no history.
 PLANT_VARIABLE = "PERF_PLANT_REGRESSION"
-# The budget of `make perf-check` (issue 15): reported with every run.
+# The budget of `make perf-check`: reported with every run.
 BUDGET_S = 180.0
 
 # The shared stack: loadtest's REST settings (rate limits out of the way, quiet logs) and

@@ -161,7 +161,7 @@ async def serve_until_signal(running: RunningService, grace: float) -> None:
     """Serves until SIGTERM/SIGINT (or until something else calls stop), then stops gracefully."""
     # What start-up built (modules, protobuf descriptors, numpy, the servers) lives until exit:
     # out of the collector's sight, a full collection no longer walks it all while every RPC in
-    # flight waits (issue 18: the GET's p99).
+    # flight waits (it was in the GET's p99).
     gc.freeze()
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()

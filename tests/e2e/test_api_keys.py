@@ -24,7 +24,7 @@ def create_key(gateway: httpx.Client, tenant: Tenant, name: str = "ci") -> dict[
 def test_create_is_the_only_time_the_key_is_shown(gateway: httpx.Client, tenant: Tenant) -> None:
     created = create_key(gateway, tenant)
     assert set(created) == {"id", "name", "key", "prefix", "created_at", "role"}
-    assert created["role"] == "member"  # the default (issue 16)
+    assert created["role"] == "member"  # the default
     assert created["key"].startswith(f"cat_{created['prefix']}_")
     reply = gateway.get("/v1/api-keys", headers=tenant.headers)
     assert reply.status_code == 200, reply.text

@@ -1,4 +1,4 @@
-"""The audit trail through the gateway (issue 17): each action records exactly one event with
+"""The audit trail through the gateway: each action records exactly one event with
 who, what, when and from where; only owners and admins read it; tenants never see each other's;
 the operator's verifier catches an edited or removed row; the export is the chain."""
 

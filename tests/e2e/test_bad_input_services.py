@@ -1,7 +1,7 @@
 """Bad input that reaches the services intact, across auth, lattice and webhook: each is a 400
 INVALID_ARGUMENT whose google.rpc.BadRequest names the field, never a 5xx.
 
-Issue 11 item 3: a NUL character (JSON "\\u0000") passes the gateway inside a proto string, and
+A NUL character (JSON "\\u0000") passes the gateway inside a proto string, and
 PostgreSQL cannot store it; the services refuse it for every string field of every request
 (services/common/request_strings.py). The lattice cases are in test_lattice_bad_input.py too.
 """

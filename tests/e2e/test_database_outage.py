@@ -1,6 +1,6 @@
 """A PostgreSQL outage: every service answers 503 + retry-after at once, and all comes back.
 
-Issue 11 item 4 (ADR 44): before, auth and webhook answered 500 (AdminShutdown unhandled) and
+ADR 44: before, auth and webhook answered 500 (AdminShutdown unhandled) and
 requests hung until the database returned. The test stops the session stack's PostgreSQL (a
 fast shutdown, as an operator's restart or a failover does), asks each service through the
 gateway for something that needs the database, and times the answer; then it starts

@@ -1,4 +1,4 @@
-"""Fair compute through the gateway (issue 11, item 1): a tenant flooding the compute pool with
+"""Fair compute through the gateway: a tenant flooding the compute pool with
 expensive searches neither refuses nor slows down another tenant's small ones.
 
 The reproduction is the issue's, bounded: an enterprise tenant's clients loop A*/FIELD paths

@@ -1,4 +1,4 @@
-"""Input the gateway refuses itself before transcoding (issue 11, items 2, 6, 8 and 9).
+"""Input the gateway refuses itself before transcoding.
 
 - Path variables and query parameters whose percent-escapes are not UTF-8: 400 naming them
   (before, the transcoder built a request the service could not parse: 500 with internals).

@@ -77,7 +77,7 @@ ROUTES = [
     # B's own webhook with A's delivery: the delivery must be looked up under the webhook.
     Route("POST", "/v1/webhooks/{id}/deliveries/{delivery_id}/resend", "b_webhook"),
     Route("DELETE", "/v1/api-keys/{id}", "api_key"),
-    # Memberships (issue 16): A's invitations and members.
+    # Memberships: A's invitations and members.
     Route("DELETE", "/v1/invitations/{id}", "invitation"),
     Route("PATCH", "/v1/members/{id}", "member", body={"role": "admin"}),
     Route("DELETE", "/v1/members/{id}", "member"),
@@ -229,7 +229,7 @@ def test_lists_never_show_another_tenants_ids(
 def test_the_audit_trail_never_shows_another_tenants_events(
     client: httpx.Client, world: World, kind: str
 ) -> None:
-    """GET /v1/audit-events (issue 17): B's trail names none of A's resources, A's does."""
+    """GET /v1/audit-events: B's trail names none of A's resources, A's does."""
     own_id = world.ids(kind)["id"]
     for who, shown in ((world.b, False), (world.a, True)):
         targets: set[str] = set()

@@ -51,7 +51,7 @@ CASES = [
     # --- CreateLattice
     Bad("create: empty name", "POST", "/v1/lattices", "name", body=lattice(name="  ")),
     Bad("create: long name", "POST", "/v1/lattices", "name", body=lattice(name="n" * 101)),
-    # Issue 11 item 3: PostgreSQL cannot store U+0000 (JSON "\u0000"); it was a 500.
+    # PostgreSQL cannot store U+0000 (JSON "\u0000"); it was a 500.
     Bad("create: NUL in name", "POST", "/v1/lattices", "name", body=lattice(name="a\x00b")),
     Bad("create: 0 dimensions", "POST", "/v1/lattices", "dimensions", body=lattice(dimensions=0)),
     Bad("create: 11 dimensions", "POST", "/v1/lattices", "dimensions", body=lattice(dimensions=11)),

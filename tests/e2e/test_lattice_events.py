@@ -135,7 +135,7 @@ def outbox_events(stack: Stack, tenant: Tenant, event_type: str) -> list[dict[st
 def test_every_path_past_its_deadline_is_announced_once(
     stack: Stack, gateway: httpx.Client, tenant: Tenant, receiver: Receiver
 ) -> None:
-    """Issue 11, item 5: gRPC cancels a handler at the caller's deadline, the same instant the
+    """gRPC cancels a handler at the caller's deadline, the same instant the
     compute pool gives up; whichever won, the failure must be announced, and only once (to a
     subscriber: events nobody subscribes to are not written, ADR 69)."""
     subscribe(gateway, tenant, receiver)

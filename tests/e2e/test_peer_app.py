@@ -1,4 +1,4 @@
-"""The FastAPI yardstick of `python -m loadtest rest` (loadtest/peer.py, issue 18) does the same
+"""The FastAPI yardstick of `python -m loadtest rest` (loadtest/peer.py) does the same
 work as the mesh's GET /v1/lattices/{id}: the same answer, the same refusals."""
 
 from __future__ import annotations

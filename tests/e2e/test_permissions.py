@@ -1,4 +1,4 @@
-"""The permission matrix through the gateway (issue 16): every REST route x every kind of caller.
+"""The permission matrix through the gateway: every REST route x every kind of caller.
 
 The routes are read from the OpenAPI document generated afresh from the descriptor set, and
 each one's expected answer is derived from the services' one permission table

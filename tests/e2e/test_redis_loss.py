@@ -1,4 +1,4 @@
-"""The Redis drill (issue 14 item 3, ADR 57): losing Redis never lets a revoked credential in.
+"""The Redis drill (ADR 57): losing Redis never lets a revoked credential in.
 
 A token is revoked (logout) and an API key deleted; then the session stack's Redis loses
 everything, once by FLUSHALL and once by a restart of the redis-server process without its

@@ -1,4 +1,4 @@
-"""Teams through the gateway (issue 16): invitations, memberships, roles taking effect at once,
+"""Teams through the gateway: invitations, memberships, roles taking effect at once,
 the last owner, and a user in two tenants never seeing one with the other's token."""
 
 from __future__ import annotations

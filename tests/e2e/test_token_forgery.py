@@ -188,7 +188,7 @@ FORGERIES: dict[str, Callable[[Forge], str]] = {
     "wrong-iss": _bearer(lambda f: f.es256(f.claims(iss="https://issuer.example"))),
     "typ-refresh": _bearer(lambda f: f.es256(f.claims(typ="refresh"))),
     "typ-id": _bearer(lambda f: f.es256(f.claims(typ="id"))),
-    # Issue 11 item 7: ids the services use as UUIDs, and an iat beyond the clock skew (60 s).
+    # Ids the services use as UUIDs, and an iat beyond the clock skew (60 s).
     "tenant_id-not-a-uuid": _bearer(lambda f: f.es256(f.claims(tenant_id="not-a-uuid"))),
     "tenant_id-a-number": _bearer(lambda f: f.es256(f.claims(tenant_id=42))),
     "sub-not-a-uuid": _bearer(lambda f: f.es256(f.claims(sub="admin"))),

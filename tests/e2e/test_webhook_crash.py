@@ -1,4 +1,4 @@
-"""Issue 6: no webhook is lost when the webhook service is SIGKILLed, twice, mid-delivery.
+"""No webhook is lost when the webhook service is SIGKILLed, twice, mid-delivery.
 
 200 events are published to one endpoint (a real receiver on 127.0.0.1) through PublishEvent,
 the way the lattice service publishes them; the shared stack's webhook service is SIGKILLed

@@ -1,5 +1,5 @@
 """Migration 0013 (teams) in SQL: the backfill, release N-1's writes on the new schema, and
-what a membership holds together (issue 16, ADR 64)."""
+what a membership holds together (ADR 64)."""
 
 from __future__ import annotations
 

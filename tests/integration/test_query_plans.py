@@ -1,5 +1,5 @@
 """Every hot query of the services, planned on a database of realistic size, scans no big table
-sequentially (issue 15 item 5).
+sequentially.
 
 A PostgreSQL of its own (not the session stack's) gets the migrations and 1,000 tenants, 100,000
 lattices and 1,000,000 webhook deliveries (loadtest/dbseed.py, about half a minute on 2 cores),

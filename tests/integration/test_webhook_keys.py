@@ -337,7 +337,7 @@ async def test_lost_kek_playbook(
         assert notice["endpoints"] == [{"id": webhook_id, "url": receiver.url("/lost")}]
         assert report.stat().st_mode & 0o777 == 0o600
 
-        # On the audit trail (issue 17): the tenant's own chain says an operator replaced its
+        # On the audit trail (ADR 65): the tenant's own chain says an operator replaced its
         # secrets; the platform's chain holds the key commands.
         def actions(tenant_id: str) -> list[str]:
             return [

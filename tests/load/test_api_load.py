@@ -1,4 +1,4 @@
-"""The seed's load suite (issue 15): virtual users on real journeys through the gateway.
+"""The seed's load suite: virtual users on real journeys through the gateway.
 
 Run by `make loadtest` (never by `make test`: pyproject's addopts ignore tests/load). It runs
 the seed, capacity and fairness scenarios of `loadtest/api.py` (each on a private stack), prints

@@ -1,4 +1,4 @@
-"""The permission table and its interceptor, through a real in-process server (issue 16)."""
+"""The permission table and its interceptor, through a real in-process server."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ CONTRACT_ROUTES = {
     ("post", "/v1/api-keys"),
     ("get", "/v1/api-keys"),
     ("delete", "/v1/api-keys/{id}"),
-    # Teams (issue 16, ADR 63).
+    # Teams (ADR 63).
     ("post", "/v1/auth/switch-tenant"),
     ("get", "/v1/users/me/tenants"),
     ("post", "/v1/invitations"),
@@ -34,7 +34,7 @@ CONTRACT_ROUTES = {
     ("get", "/v1/members"),
     ("patch", "/v1/members/{user_id}"),
     ("delete", "/v1/members/{user_id}"),
-    # The audit trail (issue 17, ADR 65).
+    # The audit trail (ADR 65).
     ("get", "/v1/audit-events"),
     ("post", "/v1/lattices"),
     ("post", "/v1/lattices/create"),

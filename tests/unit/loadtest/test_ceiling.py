@@ -1,4 +1,4 @@
-"""loadtest: a run with errors never counts as a ceiling (issue 15, item 6)."""
+"""loadtest: a run with errors never counts as a ceiling."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""loadtest rest: ours against the FastAPI peer (issue 18, target 1): throughput at least the
+"""loadtest rest: ours against the FastAPI peer (the request-path targets): throughput at least the
 peer's, p99 at most 1.5 times the peer's, and no verdict from a peer run with errors."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def test_a_peer_run_with_errors_is_no_yardstick() -> None:
 
 
 def test_the_path_targets_judge_the_overhead_and_the_cpu_outside_the_engine() -> None:
-    """Issue 18, target 2: p50 end to end minus the engine's p50, and the CPU of every process
+    """The path target: p50 end to end minus the engine's p50, and the CPU of every process
     but the engine's workers and the load generator."""
     path = run("path", 100, 3.0)
     path.engine_ms = [2.0] * 100
@@ -58,7 +58,7 @@ def test_the_path_targets_judge_the_overhead_and_the_cpu_outside_the_engine() ->
 
 
 def test_the_field_path_is_judged_against_scipy() -> None:
-    """Issue 18, target 4: the FIELD path's p50 through REST at most half of scipy's query."""
+    """The FIELD target: the FIELD path's p50 through REST at most half of scipy's query."""
     assert scipy_verdict(run("path-field", 50, 40.0), 100.0) == (
         "FIELD path p50 0.40x scipy's Dijkstra query (100.0 ms) <= 0.5x",
         True,

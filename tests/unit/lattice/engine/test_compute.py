@@ -372,7 +372,7 @@ async def test_light_jobs_spill_onto_idle_heavy_workers() -> None:
 
 
 async def test_a_flooding_tenant_is_refused_and_another_tenant_never_waits_for_it() -> None:
-    """Issue 11, item 1, on real workers: one tenant's burst of long jobs fills its share of
+    """Fair compute on real workers: one tenant's burst of long jobs fills its share of
     the queue and no more; another tenant's short jobs all start at once on the worker the
     flood may not take."""
     async with CpuPool(
