@@ -13,7 +13,7 @@ from services.common.paging import Cursor
 from services.lattice import events, plans
 from services.lattice.cache import FieldCache
 from services.lattice.deadlines import Deadline
-from services.lattice.engine.compute import ComputeBackend
+from services.lattice.engine.backends import ComputeBackend
 from services.lattice.engine.fills import ConstantFill, Fill, RandomFill, check_fill
 from services.lattice.engine.geometry import Grid
 from services.lattice.events import EventLog

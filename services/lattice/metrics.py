@@ -18,7 +18,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from services.common.errors import DomainError
 from services.common.live_metrics import LiveCollector
 from services.common.status import status_code_for
-from services.lattice.engine.compute import GPU_FAILURE_REASONS, RouterStats
+from services.lattice.engine.backends import GPU_FAILURE_REASONS
+from services.lattice.engine.compute import RouterStats
 
 OPERATIONS = Counter(
     "catalytic_lattice_operations_total",

@@ -25,14 +25,14 @@ from services.lattice import events
 from services.lattice.cache import FieldCache
 from services.lattice.deadlines import DEADLINE_PASSED, Deadline
 from services.lattice.engine.analysis import Analysis
-from services.lattice.engine.compute import (
+from services.lattice.engine.backends import (
     AnalysisOutcome,
     ComputeBackend,
+    FieldLike,
     FieldOutcome,
     PathOutcome,
     TransformOutcome,
 )
-from services.lattice.engine.cpu_pool import FieldLike
 from services.lattice.engine.fair_queue import Share
 from services.lattice.engine.fills import Fill
 from services.lattice.engine.geometry import Grid

@@ -26,15 +26,26 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, TypeVar
+from typing import Literal, TypeVar
 
 from services.common.config import ConfigError, env_int, env_str
 from services.common.errors import DeadlineExceeded
-from services.lattice.engine.analysis import Analysis
+from services.lattice.engine.backends import (
+    GPU_FAILURE_REASONS,
+    AnalysisOutcome,
+    ComputeBackend,
+    Device,
+    FieldLike,
+    FieldOutcome,
+    GpuDevice,
+    GpuFailure,
+    PathOutcome,
+    TransformOutcome,
+    Work,
+)
 from services.lattice.engine.cpu_pool import (
     AnalyzeJob,
     CpuPool,
-    FieldLike,
     FillJob,
     Lane,
     PathJob,
@@ -43,17 +54,14 @@ from services.lattice.engine.cpu_pool import (
     TransformJob,
 )
 from services.lattice.engine.fair_queue import UNATTRIBUTED
-from services.lattice.engine.field import Field
 from services.lattice.engine.fills import Fill, RandomFill, check_fill, make_field
 from services.lattice.engine.geometry import Grid
-from services.lattice.engine.paths import Algorithm, Cost, PathResult
+from services.lattice.engine.paths import Algorithm, Cost
 from services.lattice.engine.transforms import TransformOp, validate
 
 logger = logging.getLogger(__name__)
 
-Device = Literal["cpu", "gpu"]
 DeviceMode = Literal["auto", "cpu", "gpu"]
-WorkKind = Literal["fill", "transform", "path", "analysis"]
 DEVICE_MODES: tuple[DeviceMode, ...] = ("auto", "cpu", "gpu")
 _DEVICE_MODE_BY_NAME: dict[str, DeviceMode] = {mode: mode for mode in DEVICE_MODES}
 
@@ -63,154 +71,7 @@ DEFAULT_WORKER_NICE = 10
 LIGHT_VERTICES = 1 << 16
 
 _T = TypeVar("_T")
-# Every GpuFailure reason (a metrics label: keep the set closed). The first three are routine
-# (the CPU handles such inputs), the last two faults.
-GPU_FAILURE_REASONS = (
-    "declined",
-    "unsupported",
-    "insufficient_memory",
-    "out_of_memory",
-    "kernel_error",
-)
 _DECLINED = frozenset(GPU_FAILURE_REASONS[:3])
-
-
-@dataclass(frozen=True)
-class FieldOutcome:
-    """A new field, where it was made, and how long that took."""
-
-    field: Field
-    device: Device
-    elapsed_ms: float
-
-
-@dataclass(frozen=True)
-class TransformOutcome:
-    """The transformed field (a new array; the caller's input is never written), the op that
-    undoes the transform, the device that ran it and its time."""
-
-    field: Field
-    inverse: TransformOp
-    device: Device
-    elapsed_ms: float
-
-
-@dataclass(frozen=True)
-class PathOutcome:
-    """The engine's PathResult, the device that found it and its time."""
-
-    result: PathResult
-    device: Device
-    elapsed_ms: float
-
-
-@dataclass(frozen=True)
-class AnalysisOutcome:
-    """The engine's Analysis, the device that ran it and its time."""
-
-    analysis: Analysis
-    device: Device
-    elapsed_ms: float
-
-
-class ComputeBackend(Protocol):
-    """What the lattice service calls. Every method is a coroutine that never blocks the event
-    loop; `deadline_s` is the time left (gRPC's `context.time_remaining()`), None for none;
-    `share` the tenant the work is for and its plan's compute caps (fair_queue.Share; None:
-    unattributed, as tests and tools that call the engine directly are).
-
-    `elapsed_ms` counts from when a device (a worker process or the GPU) took the job until its
-    result was back, copies of the field included and time spent waiting in a queue excluded.
-    Errors: the engine's domain errors (InvalidArgument, NotFound, FailedPrecondition),
-    DeadlineExceeded, ResourceExhausted (the tenant's share of the queue is full),
-    Unavailable (a worker died; retry).
-    """
-
-    async def make_field(
-        self, grid: Grid, fill: Fill, *, deadline_s: float | None = None, share: Share | None = None
-    ) -> FieldOutcome: ...
-
-    async def transform(
-        self,
-        grid: Grid,
-        field: FieldLike,
-        op: TransformOp,
-        *,
-        deadline_s: float | None = None,
-        share: Share | None = None,
-    ) -> TransformOutcome: ...
-
-    async def find_path(
-        self,
-        grid: Grid,
-        field: FieldLike,
-        start: Sequence[int],
-        end: Sequence[int],
-        algorithm: Algorithm = Algorithm.AUTO,
-        cost: Cost = Cost.UNIT,
-        *,
-        blocked_count: int | None = None,
-        deadline_s: float | None = None,
-        share: Share | None = None,
-    ) -> PathOutcome: ...
-
-    async def analyze(
-        self,
-        grid: Grid,
-        field: FieldLike,
-        *,
-        deadline_s: float | None = None,
-        share: Share | None = None,
-    ) -> AnalysisOutcome: ...
-
-
-@dataclass(frozen=True)
-class Work:
-    """What the Router needs to know about a call to route it."""
-
-    kind: WorkKind
-    vertices: int
-    op: TransformOp | None = None
-    fill: Fill | None = None
-    algorithm: Algorithm = Algorithm.AUTO
-    cost: Cost = Cost.UNIT
-    blocked_count: int | None = None
-
-
-class GpuFailure(Exception):
-    """A GPU run failed in a way the CPU can cover: out of memory, a CUDA or compile error, or
-    an input the GPU kernels decline. `reason` is a short label for logs and metrics."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-
-
-class GpuDevice(ComputeBackend, Protocol):
-    """The GPU backend as the Router sees it (gpu.GpuBackend). Its compute methods raise
-    GpuFailure for anything the CPU should retry."""
-
-    def supports(self, work: Work) -> bool:
-        """Whether the GPU kernels implement this work at all."""
-        ...
-
-    def memory_need(self, work: Work) -> int:
-        """Device bytes the work allocates at its peak."""
-        ...
-
-    def free_bytes(self) -> int:
-        """Device bytes a job may allocate now: free memory, within the pool's cap."""
-        ...
-
-    def memory_in_use_bytes(self) -> int:
-        """Bytes the CuPy memory pool holds for live arrays (for metrics)."""
-        ...
-
-    def memory_total_bytes(self) -> int:
-        """The device's memory, all of it (for metrics; the pool's cap is lower)."""
-        ...
-
-    async def close(self) -> None: ...
 
 
 @dataclass(frozen=True)

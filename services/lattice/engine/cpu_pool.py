@@ -45,6 +45,7 @@ import numpy as np
 
 from services.common import errors
 from services.common.errors import DeadlineExceeded, ResourceExhausted, Unavailable
+from services.lattice.engine.backends import FieldLike
 from services.lattice.engine.cpu_worker import (
     PRELOAD,
     READY,
@@ -69,7 +70,6 @@ __all__ = [
     "AnalyzeJob",
     "CpuPool",
     "CrashJob",
-    "FieldLike",
     "FillJob",
     "Job",
     "JobOutcome",
@@ -85,8 +85,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-FieldLike = Field | bytes | bytearray | memoryview
 
 # Copies of fields at least this large run in a thread, so the event loop never stalls on them.
 THREAD_COPY_BYTES = 1 << 20

@@ -28,15 +28,15 @@ import numpy.typing as npt
 
 from services.common.errors import DeadlineExceeded, DomainError, FailedPrecondition, NotFound
 from services.lattice.engine import gpu_kernels
-from services.lattice.engine.compute import (
+from services.lattice.engine.backends import (
     AnalysisOutcome,
+    FieldLike,
     FieldOutcome,
     GpuFailure,
     PathOutcome,
     TransformOutcome,
     Work,
 )
-from services.lattice.engine.cpu_pool import FieldLike
 from services.lattice.engine.fair_queue import Share
 from services.lattice.engine.field import FIELD_DTYPE, Field, checksum
 from services.lattice.engine.fills import GOLDEN, U64_MASK, Fill, RandomFill, random_parameters

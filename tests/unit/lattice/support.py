@@ -18,13 +18,13 @@ from services.common.paging import Cursor
 from services.lattice.cache import FieldCache
 from services.lattice.catalog import Catalog
 from services.lattice.engine.analysis import analyze
-from services.lattice.engine.compute import (
+from services.lattice.engine.backends import (
     AnalysisOutcome,
+    FieldLike,
     FieldOutcome,
     PathOutcome,
     TransformOutcome,
 )
-from services.lattice.engine.cpu_pool import FieldLike
 from services.lattice.engine.fair_queue import Share
 from services.lattice.engine.fills import Fill, check_fill, make_field
 from services.lattice.engine.geometry import Grid

@@ -8,7 +8,8 @@ import asyncio
 import pytest
 from prometheus_client import REGISTRY
 
-from services.lattice.engine.compute import GPU_FAILURE_REASONS, RouterStats
+from services.lattice.engine.backends import GPU_FAILURE_REASONS
+from services.lattice.engine.compute import RouterStats
 from services.lattice.engine.cpu_pool import PoolStats
 from services.lattice.metrics import Backlog, ComputeGauges, OutboxGauges, observed
 from services.lattice.outbox import OutboxRelay, RelaySettings

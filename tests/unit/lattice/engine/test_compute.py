@@ -24,10 +24,8 @@ from services.common.errors import (
 )
 from services.lattice.engine import cpu_pool
 from services.lattice.engine.analysis import analyze
-from services.lattice.engine.compute import (
-    AnalysisOutcome,
-    CpuBackend,
-)
+from services.lattice.engine.backends import AnalysisOutcome
+from services.lattice.engine.compute import CpuBackend
 from services.lattice.engine.cpu_pool import (
     AnalyzeJob,
     CpuPool,

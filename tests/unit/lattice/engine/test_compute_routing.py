@@ -13,21 +13,24 @@ import pytest_asyncio
 from services.common.config import ConfigError
 from services.common.errors import DeadlineExceeded, InvalidArgument
 from services.lattice.engine.analysis import analyze
-from services.lattice.engine.compute import (
+from services.lattice.engine.backends import (
     GPU_FAILURE_REASONS,
     AnalysisOutcome,
-    ComputeConfig,
-    CostModel,
-    CpuBackend,
+    FieldLike,
     FieldOutcome,
     GpuFailure,
     PathOutcome,
-    Router,
     TransformOutcome,
     Work,
+)
+from services.lattice.engine.compute import (
+    ComputeConfig,
+    CostModel,
+    CpuBackend,
+    Router,
     open_compute,
 )
-from services.lattice.engine.cpu_pool import CpuPool, FieldLike
+from services.lattice.engine.cpu_pool import CpuPool
 from services.lattice.engine.fair_queue import Share
 from services.lattice.engine.field import FIELD_DTYPE, checksum
 from services.lattice.engine.fills import Fill, RandomFill, make_field

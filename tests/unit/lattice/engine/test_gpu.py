@@ -15,7 +15,8 @@ import pytest
 import pytest_asyncio
 
 from services.common.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
-from services.lattice.engine.compute import CpuBackend, GpuFailure, Router, Work
+from services.lattice.engine.backends import GpuFailure, Work
+from services.lattice.engine.compute import CpuBackend, Router
 from services.lattice.engine.cpu_pool import CpuPool
 from services.lattice.engine.field import FIELD_DTYPE
 from services.lattice.engine.fills import RandomFill, make_field

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from services.common.errors import NotFound
 from services.lattice.engine import gpu_kernels
-from services.lattice.engine.compute import Work
+from services.lattice.engine.backends import Work
 from services.lattice.engine.fills import (
     GOLDEN,
     U64_MASK,
