@@ -35,10 +35,10 @@ from services.common.errors import Unauthenticated
 from services.common.paging import Cursor
 from services.common.ratelimit import PostgresPlanSource
 from services.common.revocations import PostgresRevocations
+from services.lattice.engine.shapes import Shape
 from services.lattice.fields import EncodedField
 from services.lattice.outbox_store import PostgresOutbox
 from services.lattice.records import NewLattice, OutboxEvent
-from services.lattice.shapes import Shape
 from services.lattice.store import PostgresLatticeStore, _PostgresTransaction
 from services.webhook.delivery_store import PostgresDeliveryStore
 from services.webhook.endpoints import NewWebhook, new_secret

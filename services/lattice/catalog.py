@@ -16,6 +16,7 @@ from services.lattice.deadlines import Deadline
 from services.lattice.engine.backends import ComputeBackend
 from services.lattice.engine.fills import ConstantFill, Fill, RandomFill, check_fill
 from services.lattice.engine.geometry import Grid
+from services.lattice.engine.shapes import Shape, shape_violations
 from services.lattice.events import EventLog
 from services.lattice.fields import encode_field
 from services.lattice.metrics import observed
@@ -29,7 +30,6 @@ from services.lattice.records import (
     NewLattice,
     parse_id,
 )
-from services.lattice.shapes import Shape, shape_violations
 
 MAX_NAME_LENGTH = 100
 TENANT_NOT_FOUND = "tenant not found"

@@ -10,7 +10,7 @@ from typing import Protocol
 from services.common.errors import ResourceExhausted
 from services.common.plans import CATALOGUE, FALLBACK_PLAN
 from services.lattice.engine.fair_queue import Share
-from services.lattice.shapes import MAX_VERTICES
+from services.lattice.engine.shapes import MAX_VERTICES
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from typing import Protocol
 from services.common.errors import InvalidArgument
 from services.common.paging import Cursor
 from services.lattice.engine.geometry import Grid
+from services.lattice.engine.shapes import Shape
 from services.lattice.fields import EncodedField
-from services.lattice.shapes import Shape
 
 LATTICE_NOT_FOUND = "lattice not found"
 

@@ -33,13 +33,13 @@ from services.lattice.catalog import Catalog
 from services.lattice.config import LatticeConfig
 from services.lattice.engine.compute import Router, open_compute
 from services.lattice.engine.field import BYTES_PER_VERTEX
+from services.lattice.engine.shapes import MAX_VERTICES
 from services.lattice.events import EventLog
 from services.lattice.operations import LatticeOperations
 from services.lattice.outbox import OutboxRelay
 from services.lattice.outbox_store import PostgresOutbox
 from services.lattice.publisher import WebhookPublisher
 from services.lattice.servicer import LatticeServicer
-from services.lattice.shapes import MAX_VERTICES
 from services.lattice.store import PostgresLatticeStore
 
 logger = logging.getLogger("catalytic.lattice")

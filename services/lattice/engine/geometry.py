@@ -9,7 +9,7 @@ from functools import cached_property
 import numpy as np
 
 from services.common.errors import InvalidArgument
-from services.lattice.shapes import Shape, validate_shape
+from services.lattice.engine.shapes import Shape, validate_shape
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from services.common.plans import BY_NAME, CATALOGUE, FALLBACK_PLAN, PLANS
 from services.common.ratelimit import DEFAULT_TENANT_RATES
+from services.lattice.engine.shapes import MAX_VERTICES
 from services.lattice.plans import PLAN_LIMITS
-from services.lattice.shapes import MAX_VERTICES
 
 MIGRATIONS = Path(__file__).resolve().parents[3] / "migrations"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from services.common.errors import ResourceExhausted
+from services.lattice.engine.shapes import MAX_VERTICES
 from services.lattice.plans import PLAN_LIMITS, check_lattice_count, check_vertex_limit, limits_for
-from services.lattice.shapes import MAX_VERTICES
 
 
 @pytest.mark.parametrize(

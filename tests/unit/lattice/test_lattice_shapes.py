@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from services.common.errors import InvalidArgument
-from services.lattice.shapes import (
+from services.lattice.engine.shapes import (
     MAX_VERTICES,
     Shape,
     edge_count,

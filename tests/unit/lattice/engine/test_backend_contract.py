@@ -48,3 +48,46 @@ def test_backends_meet_only_through_the_contract(module: str) -> None:
 def test_the_contract_is_what_the_implementations_import() -> None:
     for module in ("compute", "gpu", "cpu_pool"):
         assert "backends" in engine_imports(module), module
+
+
+# The pure engine: no service module but the domain errors (which the engine will own when it
+# becomes a package of its own), no configuration, no environment.
+PURE = (
+    "analysis",
+    "catalytic",
+    "field",
+    "fills",
+    "geometry",
+    "memory",
+    "path_kernels",
+    "paths",
+    "shapes",
+    "transforms",
+)
+ALLOWED_OUTSIDE = {"services.common.errors"}
+
+
+def outside_imports(module: str) -> set[str]:
+    tree = ast.parse((ENGINE / f"{module}.py").read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        names = (
+            [node.module]
+            if isinstance(node, ast.ImportFrom) and node.module
+            else [alias.name for alias in node.names]
+            if isinstance(node, ast.Import)
+            else []
+        )
+        found.update(
+            name
+            for name in names
+            if name.startswith("services.")
+            and not (name.startswith(PACKAGE) or name == PACKAGE.rstrip("."))
+        )
+    return found
+
+
+@pytest.mark.parametrize("module", PURE)
+def test_the_pure_engine_imports_no_service_module(module: str) -> None:
+    assert outside_imports(module) <= ALLOWED_OUTSIDE
+    assert "os.environ" not in (ENGINE / f"{module}.py").read_text()
