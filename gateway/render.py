@@ -34,7 +34,7 @@ _ASSETS = {
     "redoc_js": "redoc/bundles/redoc.standalone.js",
 }
 _PAGES = {"swagger_html": "swagger.html", "redoc_html": "redoc.html"}
-UPSTREAMS = ("auth", "lattice", "webhook")
+UPSTREAMS = ports.SERVICES
 # The services the transcoder serves over REST (and whose requests request_checks checks).
 TRANSCODED_SERVICES = (
     "catalytic.auth.v1.AuthService",

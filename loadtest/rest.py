@@ -414,8 +414,7 @@ async def serial_floor(
     nothing: its overhead is a path's fixed cost). The path target's 1.5 ms sits above these;
     where the no-op round trip alone comes near it, the machine's wake-ups rather than the
     mesh's work decide that verdict (docs/performance.md). A step with failures says so."""
-    corner = size - 1
-    query = "&".join(["start=0"] * 3 + [f"end={corner}"] * 3)
+    query = path_query(size)
     steps = (
         ("Envoy alone (/healthz)", "/healthz", None, None),
         ("a no-op RPC through Envoy (JWKS)", "/.well-known/jwks.json", None, None),
