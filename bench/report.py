@@ -145,8 +145,10 @@ def verdict(passed: bool) -> str:
     return "PASS" if passed else "FAIL"
 
 
-def _cpu_model() -> str:
-    return _cpuinfo().get("model name") or platform.processor() or "unknown CPU"
+def _cpu_model(info: dict[str, str] | None = None) -> str:
+    """The processor's model name (from `info`, the parsed /proc/cpuinfo, when given)."""
+    info = _cpuinfo() if info is None else info
+    return info.get("model name") or platform.processor() or "unknown CPU"
 
 
 def cpu_identity() -> str:
@@ -155,7 +157,7 @@ def cpu_identity() -> str:
     generations, whose ratios to a peer differ (ADR 71). The name alone where they are unknown.
     """
     info = _cpuinfo()
-    name = _cpu_model()
+    name = _cpu_model(info)
     if "cpu family" in info and "model" in info:
         return f"{name} (family {info['cpu family']}, model {info['model']})"
     return name

@@ -173,18 +173,17 @@ class Verdict:
 
 
 def judge(
-    benchmark: Benchmark, chosen: Chosen | None, measurement: Measurement, cpu: str | Sequence[str]
+    benchmark: Benchmark, chosen: Chosen | None, measurement: Measurement, keys: Sequence[str]
 ) -> Verdict:
-    """The measurement against the chosen baseline (perf/store.py baselines_for) on `cpu` (or
-    on any of its keys: perf.run.baseline_keys); one recorded elsewhere is said to be borrowed."""
-    own = [cpu] if isinstance(cpu, str) else list(cpu)
+    """The measurement against the chosen baseline (perf/store.py baselines_for) on the machine
+    of `keys` (perf.run.baseline_keys); one recorded under no key of it is said to be borrowed."""
     return Verdict(
         benchmark.name,
         benchmark.ratio,
         benchmark.direction,
         chosen.baseline if chosen else None,
         measurement.figure,
-        None if chosen is None or chosen.recorded_on in own else chosen.recorded_on,
+        None if chosen is None or chosen.recorded_on in keys else chosen.recorded_on,
     )
 
 

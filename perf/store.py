@@ -86,14 +86,13 @@ def load_recorded(path: Path = BASELINES) -> dict[str, dict[str, Baseline]]:
 
 
 def baselines_for(
-    cpu: str | Sequence[str], benchmarks: Sequence[Benchmark], path: Path = BASELINES
+    keys: Sequence[str], benchmarks: Sequence[Benchmark], path: Path = BASELINES
 ) -> dict[str, Chosen]:
-    """Per benchmark, the baseline recorded on `cpu` (or on the first of several keys that has
-    one: perf.run.baseline_keys, the most precise first); for a processor no baseline was
+    """Per benchmark, the baseline recorded under the first of this machine's `keys` that has
+    one (perf.run.baseline_keys, the most precise first); for a processor no baseline was
     recorded on, the most lenient of the others' (the one whose limit lets the worst figure
     pass), so that a new machine fails only where it is worse than every machine we know. A
     benchmark with no baseline at all is left out."""
-    keys = [cpu] if isinstance(cpu, str) else list(cpu)
     recorded = load_recorded(path)
     chosen: dict[str, Chosen] = {}
     for b in benchmarks:

@@ -148,7 +148,7 @@ def test_a_run_is_judged_against_its_own_cpu_models_baseline(tmp_path) -> None:
     path = tmp_path / "baselines.json"
     save_baselines({"x": record([1.0], "here")}, "EPYC", path)
     save_baselines({"x": record([2.0], "there")}, "Xeon", path)
-    chosen = baselines_for("Xeon", [Named("x", Direction.LOWER)], path)  # type: ignore[list-item]
+    chosen = baselines_for(["Xeon"], [Named("x", Direction.LOWER)], path)  # type: ignore[list-item]
     assert chosen["x"].baseline == Baseline(2.0, 0.15)
     assert chosen["x"].recorded_on == "Xeon"
 
@@ -162,16 +162,16 @@ def test_an_unknown_cpu_model_borrows_the_most_lenient_baseline_and_says_so(
     path = tmp_path / "baselines.json"
     save_baselines({"x": record([1.0], "here")}, "EPYC", path)
     save_baselines({"x": record([2.0], "there")}, "Xeon", path)
-    chosen = baselines_for("Ampere", [Named("x", direction)], path)  # type: ignore[list-item]
+    chosen = baselines_for(["Ampere"], [Named("x", direction)], path)  # type: ignore[list-item]
     assert chosen["x"].baseline.value == lenient
-    v = judge(Named("x", direction), chosen["x"], Measurement(lenient, (lenient,)), "Ampere")  # type: ignore[arg-type]
+    v = judge(Named("x", direction), chosen["x"], Measurement(lenient, (lenient,)), ["Ampere"])  # type: ignore[arg-type]
     assert v.passed
     recorded_on = "Xeon" if lenient == 2.0 else "EPYC"
     assert f"judged against the most lenient one ({recorded_on})" in v.message()
     assert (
         "No baseline recorded"
         not in judge(
-            Named("x", direction), chosen["x"], Measurement(lenient, (lenient,)), recorded_on
+            Named("x", direction), chosen["x"], Measurement(lenient, (lenient,)), [recorded_on]
         ).message()
     )  # type: ignore[arg-type]
 
@@ -179,7 +179,7 @@ def test_an_unknown_cpu_model_borrows_the_most_lenient_baseline_and_says_so(
 def test_a_benchmark_recorded_nowhere_has_no_baseline(tmp_path) -> None:
     path = tmp_path / "baselines.json"
     save_baselines({"x": record([1.0], "here")}, "EPYC", path)
-    assert baselines_for("EPYC", [Named("y", Direction.LOWER)], path) == {}  # type: ignore[list-item]
+    assert baselines_for(["EPYC"], [Named("y", Direction.LOWER)], path) == {}  # type: ignore[list-item]
 
 
 def test_a_family_and_model_baseline_comes_before_the_model_names(tmp_path) -> None:
